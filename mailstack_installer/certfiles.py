@@ -1,0 +1,84 @@
+"""Plan step: check a lineage's key and full chain before anything points at them.
+
+``postmap -F`` silently skips missing or unreadable files and stores non-PEM data; a wrong key aborts
+every handshake for that name. So each pair is read and parsed here first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import List, Tuple
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .errors import InputError
+from .model import CertFiles
+from .names import check_path
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class CheckedFiles:
+    """A key/full-chain pair that parsed and matched, with the leaf's DNS names and a content digest."""
+
+    files: CertFiles
+    dns_names: Tuple[str, ...]
+    digest: str
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except PermissionError:
+        raise InputError(f"{what} {path} is not readable (permission denied)") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise InputError(f"{what} {path} cannot be read: {exc.strerror}") from None
+
+
+def _public_der(public_key: object) -> bytes:
+    return public_key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_chain(data: bytes, path: str) -> List[x509.Certificate]:
+    """Parse every PEM certificate in ``data`` (works on cryptography 38, Debian 12's version)."""
+    blocks = _PEM_CERT.findall(data)
+    if not blocks:
+        raise InputError(f"certificate chain {path} holds no PEM certificate")
+    try:
+        return [x509.load_pem_x509_certificate(block) for block in blocks]
+    except ValueError:
+        raise InputError(f"certificate chain {path} holds a PEM block that does not parse") from None
+
+
+def check_files(files: CertFiles) -> CheckedFiles:
+    """Read, parse and match one key/full-chain pair; raise InputError with one line on any fault."""
+    check_path(files.key)
+    check_path(files.fullchain)
+    key_data = _read(files.key, "private key")
+    chain_data = _read(files.fullchain, "certificate chain")
+    try:
+        key = serialization.load_pem_private_key(key_data, password=None)
+    except (ValueError, TypeError):
+        raise InputError(f"private key {files.key} is not an unencrypted PEM private key") from None
+    chain = load_chain(chain_data, files.fullchain)
+    leaf = chain[0]
+    if _public_der(key.public_key()) != _public_der(leaf.public_key()):
+        raise InputError(f"private key {files.key} does not match the certificate in {files.fullchain}")
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = tuple(str(n) for n in san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        dns_names = ()
+    digest = hashlib.sha256(key_data + b"\0" + chain_data).hexdigest()
+    return CheckedFiles(files, dns_names, digest)

@@ -1,0 +1,157 @@
+"""Render and apply step for Dovecot: one drop-in file of ``local_name`` blocks that this package owns.
+
+Dovecot reads ``<file`` contents at parse time and ``doveadm reload`` exits 0 even when the new
+configuration is refused, so the drop-in is validated with ``doveconf -n -x`` (which does read the
+files) before any reload, and restored at once if validation fails.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import logging
+import os
+import re
+from typing import Iterator, List, Optional, Tuple
+
+from . import fsutil, runner
+from .constants import HEADER
+from .errors import CommandError, MisconfiguredError, NotInstalledError
+from .model import CertFiles, Plan
+from .names import is_wildcard
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_INCLUDE = re.compile(r"^\s*!include(?:_try)?\s+(\S+)")
+
+
+def _blocks(plan: Plan) -> List[Tuple[Tuple[str, ...], CertFiles]]:
+    """One block per lineage for its exact names, then one per lineage for its wildcards.
+
+    Dovecot 2.3 takes the first matching block, so every exact name precedes every wildcard.
+    A block per lineage (not per name) keeps the config process small on hosts with many names.
+    """
+    exact, wild = [], []
+    for lineage in sorted(plan.lineages.values(), key=lambda lin: lin.id):
+        names = sorted(lineage.names)
+        plain = tuple(n for n in names if not is_wildcard(n))
+        stars = tuple(n for n in names if is_wildcard(n))
+        if plain:
+            exact.append((plain, lineage.files))
+        if stars:
+            wild.append((stars, lineage.files))
+    return exact + wild
+
+
+def render_dropin(plan: Plan) -> str:
+    """Dovecot 2.3 syntax: ``local_name "a b" { ssl_cert = <fullchain  ssl_key = <key }``."""
+    out = [f"# {HEADER}\n"]
+    for names, files in _blocks(plan):
+        out.append(
+            f'local_name "{" ".join(names)}" {{\n'
+            f"  ssl_cert = <{files.fullchain}\n"
+            f"  ssl_key = <{files.key}\n"
+            "}\n"
+        )
+    return "".join(out)
+
+
+def _included_files(conf: str, depth: int = 0) -> Iterator[Tuple[str, str]]:
+    """(including file, absolute include pattern) for every ``!include`` reachable from ``conf``."""
+    if depth > 8:
+        return
+    data = fsutil.read_or_none(conf)
+    if data is None:
+        return
+    base = os.path.dirname(conf)
+    for line in data.decode("utf-8", "replace").splitlines():
+        match = _INCLUDE.match(line)
+        if not match:
+            continue
+        pattern = os.path.normpath(os.path.join(base, match.group(1).strip('"')))
+        yield conf, pattern
+        for path in sorted(glob.glob(pattern)):
+            yield from _included_files(path, depth + 1)
+
+
+class Dovecot:
+    """One Dovecot instance, addressed by its ``dovecot.conf`` (``-c FILE``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conf = settings.dovecot_conf
+        self.dropin = settings.dovecot_config
+
+    def check_installed(self) -> None:
+        for tool in ("doveconf", "doveadm"):
+            if runner.which(tool) is None:
+                raise NotInstalledError(f"Dovecot tool {tool} not found: is Dovecot installed?")
+        if not os.path.isfile(self.conf):
+            raise NotInstalledError(f"Dovecot is not configured: {self.conf} does not exist")
+
+    def check_included(self) -> None:
+        """Refuse to write a drop-in that Dovecot would never read."""
+        for _, pattern in _included_files(self.conf):
+            if fnmatch.fnmatchcase(self.dropin, pattern):
+                return
+        rel = os.path.relpath(self.dropin, os.path.dirname(self.conf))
+        suggestion = os.path.join(os.path.dirname(rel), "*.conf") if os.sep in rel else rel
+        raise MisconfiguredError(
+            f'Dovecot does not include {self.dropin}: add "!include {suggestion}" to {self.conf}'
+        )
+
+    def current(self) -> Optional[bytes]:
+        return fsutil.read_or_none(self.dropin)
+
+    def install(self, text: str) -> None:
+        """Swap the new drop-in in, then validate the whole config; on failure put the old one back.
+
+        The daemon reads its configuration only on reload, so it never sees a refused drop-in.
+        """
+        self.check_included()
+        previous = self.current()
+        fsutil.atomic_write(self.dropin, text.encode(), mode=0o644)
+        try:
+            self.validate()
+        except BaseException:
+            self.restore(previous)
+            raise
+
+    def restore(self, previous: Optional[bytes]) -> None:
+        """Put back the drop-in as it was (``None``: there was none)."""
+        if previous is None:
+            fsutil.remove_quietly(self.dropin)
+        else:
+            fsutil.atomic_write(self.dropin, previous, mode=0o644)
+
+    def validate(self) -> None:
+        # -x reads every <file, so a missing or unreadable certificate shows here; its output
+        # holds private keys and is thrown away.
+        try:
+            runner.run(["doveconf", "-n", "-x", "-c", self.conf], discard_stdout=True)
+        except CommandError as exc:
+            raise MisconfiguredError(f"Dovecot refused the new configuration: {exc}") from None
+
+    def base_dir(self) -> str:
+        return runner.run(["doveconf", "-c", self.conf, "-h", "base_dir"]).stdout.strip()
+
+    def is_running(self) -> bool:
+        data = fsutil.read_or_none(os.path.join(self.base_dir(), "master.pid"))
+        if not data or not data.strip().isdigit():
+            return False
+        try:
+            os.kill(int(data.strip()), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def known_names(self) -> List[str]:
+        names: List[str] = []
+        for line in (self.current() or b"").decode("utf-8", "replace").splitlines():
+            match = re.match(r'^local_name\s+"([^"]*)"', line)
+            if match:
+                names.extend(match.group(1).split())
+        return names

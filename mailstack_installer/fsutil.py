@@ -1,0 +1,72 @@
+"""The one way this package writes files: never half-written, never readable by others when secret."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Optional
+
+from .errors import MisconfiguredError
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_temp(path: str, data: bytes, mode: int = 0o600, suffix: str = ".mailstack-tmp") -> str:
+    """Write ``data`` to a fresh temp file beside ``path`` (same directory, so a rename is atomic).
+
+    The file is created 0600 by mkstemp and chmod-ed to ``mode`` before anyone can see it renamed.
+    """
+    directory = os.path.dirname(path) or "."
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=directory)
+    except FileNotFoundError:
+        raise MisconfiguredError(f"cannot write {path}: directory {directory} does not exist") from None
+    except PermissionError:
+        raise MisconfiguredError(f"cannot write {path}: directory {directory} is not writable") from None
+    except OSError as exc:
+        raise MisconfiguredError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise MisconfiguredError(f"cannot write {path}: {exc.strerror}") from None
+    return tmp
+
+
+def replace(tmp: str, path: str) -> None:
+    """Atomically move ``tmp`` over ``path`` and make the rename durable."""
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise MisconfiguredError(f"cannot replace {path}: {exc.strerror}") from None
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``: temp file in the same directory, fsync, chmod, rename."""
+    replace(write_temp(path, data, mode), path)
+
+
+def read_or_none(path: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -1,0 +1,70 @@
+"""Small typed values that flow through the pipeline: lineages, SNI entries and the plan."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Tuple
+
+from .names import is_wildcard
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """The two files an SNI entry points at: the private key and the full chain (leaf + issuers)."""
+
+    key: str
+    fullchain: str
+
+    @property
+    def lineage_id(self) -> str:
+        """The directory of the full chain: certbot's ``live/<name>`` for a lineage."""
+        return os.path.dirname(self.fullchain)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """One certificate lineage as deployed: its files, its names, and a digest of their content."""
+
+    files: CertFiles
+    names: Tuple[str, ...]
+    digest: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.files.lineage_id
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every lineage to serve, keyed by lineage id; each name belongs to exactly one lineage."""
+
+    lineages: Dict[str, Lineage] = field(default_factory=dict)
+
+    def entries(self) -> List[Tuple[str, CertFiles]]:
+        """(name, files) pairs: exact names first, then wildcards, each group sorted.
+
+        Dovecot 2.3 uses the first matching ``local_name``, so exact names must come first.
+        """
+        pairs = [(name, lin.files) for lin in self.lineages.values() for name in lin.names]
+        return sorted(pairs, key=lambda pair: (is_wildcard(pair[0]), pair[0]))
+
+    def names(self) -> List[str]:
+        return [name for name, _ in self.entries()]
+
+    def with_lineage(self, lineage: Lineage) -> Plan:
+        """A new plan where ``lineage`` is added or replaced and its names are taken from any other."""
+        taken = set(lineage.names)
+        lineages: Dict[str, Lineage] = {}
+        for lid, other in self.lineages.items():
+            if lid == lineage.id:
+                continue
+            kept = tuple(n for n in other.names if n not in taken)
+            if kept:
+                lineages[lid] = Lineage(other.files, kept, other.digest)
+        lineages[lineage.id] = lineage
+        return Plan(lineages)
+
+    def without(self, lineage_ids: Iterable[str]) -> Plan:
+        drop = set(lineage_ids)
+        return Plan({lid: lin for lid, lin in self.lineages.items() if lid not in drop})

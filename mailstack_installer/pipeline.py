@@ -1,0 +1,262 @@
+"""The pipeline both front doors drive: plan -> render -> apply (candidate, validate, swap) -> reload.
+
+Every run holds the state lock, so a renewal and a manual run never interleave. A change is applied
+only if content differs (names, paths or certificate digests), which makes the second of two
+deployments of one renewal (deploy hook, then certbot's renew_deploy) a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from . import service_managers
+from .certfiles import CheckedFiles, check_files
+from .dovecot import Dovecot, render_dropin
+from .errors import CommandError, InputError, MisconfiguredError
+from .model import CertFiles, Lineage, Plan
+from .names import normalize_name
+from .postfix import Postfix, render_map
+from .settings import Settings, merge_options, resolve
+from .state import State, StateStore
+
+logger = logging.getLogger(__name__)
+
+#: Called before the first live file changes with (files that exist, files about to be created).
+Checkpoint = Callable[[Set[str], Set[str]], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """Map ``names`` to the key and full chain in ``files``."""
+
+    files: CertFiles
+    names: Tuple[str, ...]
+
+
+@dataclass
+class Outcome:
+    changed: List[str] = field(default_factory=list)  # "postfix", "dovecot"
+    warnings: List[str] = field(default_factory=list)
+    reloaded: List[str] = field(default_factory=list)
+
+
+def covers(sans: Sequence[str], name: str) -> bool:
+    """Whether a certificate with DNS names ``sans`` is valid for ``name``."""
+    lowered = [s.lower() for s in sans]
+    if name in lowered:
+        return True
+    _head, _, parent = name.partition(".")
+    return not name.startswith("*.") and bool(parent) and f"*.{parent}" in lowered
+
+
+class Pipeline:
+    """Deploys lineages for one certbot config dir with the options in force."""
+
+    def __init__(self, config_dir: str, given: Optional[Mapping[str, Optional[str]]] = None) -> None:
+        self.config_dir = config_dir
+        self.store = StateStore(config_dir)
+        self.given: Mapping[str, Optional[str]] = given or {}
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def settings(self, state: Optional[State] = None) -> Settings:
+        state = self.store.load() if state is None else state
+        return resolve(merge_options(state.options, self.given))
+
+    def daemons(self, settings: Settings) -> Tuple[Optional[Postfix], Optional[Dovecot]]:
+        postfix = Postfix(settings) if settings.uses("postfix") else None
+        dovecot = Dovecot(settings) if settings.uses("dovecot") else None
+        return postfix, dovecot
+
+    def check_installed(self, settings: Settings) -> None:
+        for daemon in self.daemons(settings):
+            if daemon is not None:
+                daemon.check_installed()
+
+    # -- deploying ----------------------------------------------------------------------------
+
+    def deploy(self, requests: Sequence[Request], checkpoint: Optional[Checkpoint] = None) -> Outcome:
+        """Map the requested names (re-pointing names other lineages had) and apply the result."""
+        outcome = Outcome()
+        with self.store.locked():
+            state = self.store.load()
+            options = merge_options(state.options, self.given)
+            settings = resolve(options)
+            plan, content_changed = state.plan, False
+            for request in requests:
+                checked = check_files(request.files)
+                lineage = self._lineage(request, checked, plan.lineages.get(checked.files.lineage_id))
+                previous = plan.lineages.get(lineage.id)
+                content_changed |= previous is None or previous.digest != lineage.digest
+                plan = plan.with_lineage(lineage)
+            plan = self._prune(plan, {r.files.lineage_id for r in requests}, outcome)
+            self._apply(state, settings, options, plan, content_changed, checkpoint, outcome)
+        return outcome
+
+    def refresh(self, lineage_dir: str) -> Optional[Outcome]:
+        """Redeploy one lineage after renewal; None if this package does not manage it."""
+        lineage_id = os.path.normpath(os.path.abspath(lineage_dir))
+        with self.store.locked():
+            state = self.store.load()
+            known = state.plan.lineages.get(lineage_id)
+            if known is None:
+                return None
+            outcome = Outcome()
+            options = merge_options(state.options, self.given)
+            settings = resolve(options)
+            checked = check_files(known.files)
+            names = tuple(n for n in known.names if covers(checked.dns_names, n))
+            dropped = [n for n in known.names if n not in names]
+            if dropped:
+                self._warn(outcome, f"{', '.join(dropped)} no longer in {known.files.fullchain}: unmapped")
+            lineage = Lineage(known.files, names, checked.digest)
+            plan = state.plan.without([lineage_id]) if not names else state.plan.with_lineage(lineage)
+            plan = self._prune(plan, {lineage_id}, outcome)
+            changed = checked.digest != known.digest
+            self._apply(state, settings, options, plan, changed, None, outcome)
+        return outcome
+
+    def reload_pending(self, outcome: Optional[Outcome] = None) -> Outcome:
+        """Reload each daemon whose configuration changed since its last reload, once."""
+        outcome = outcome or Outcome()
+        with self.store.locked():
+            state = self.store.load()
+            if not state.pending_reload:
+                return outcome
+            settings = self.settings(state)
+            manager = service_managers.for_settings(settings)
+            postfix, dovecot = self.daemons(settings)
+            for service, daemon in (("postfix", postfix), ("dovecot", dovecot)):
+                if service not in state.pending_reload:
+                    continue
+                if daemon is not None and not daemon.is_running():
+                    self._warn(
+                        outcome,
+                        f"{service} is not running; it will serve the new certificates when it starts",
+                    )
+                elif daemon is not None:
+                    try:
+                        manager.reload(service)
+                    except CommandError as exc:
+                        raise MisconfiguredError(f"reloading {service} failed: {exc}") from None
+                    outcome.reloaded.append(service)
+                state.pending_reload.discard(service)
+                self.store.save(state)
+        return outcome
+
+    def mark_for_reload(self) -> None:
+        """After certbot restored files from a checkpoint: recompile the map, reload both daemons."""
+        with self.store.locked():
+            state = self.store.load()
+            settings = self.settings(state)
+            postfix, _ = self.daemons(settings)
+            if postfix is not None:
+                postfix.rebuild_live()
+            state.pending_reload |= set(settings.services)
+            self.store.save(state)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _warn(outcome: Outcome, message: str) -> None:
+        logger.warning(message)
+        outcome.warnings.append(message)
+
+    @staticmethod
+    def _lineage(request: Request, checked: CheckedFiles, known: Optional[Lineage]) -> Lineage:
+        names: Dict[str, None] = {}
+        for raw in request.names:
+            name = normalize_name(raw)
+            if checked.dns_names and not covers(checked.dns_names, name):
+                raise InputError(
+                    f"name {name} is not covered by {request.files.fullchain} "
+                    f"(it covers {', '.join(checked.dns_names)})"
+                )
+            names[name] = None
+        if known is not None:  # keep names mapped before that the certificate still covers
+            for name in known.names:
+                if covers(checked.dns_names, name):
+                    names.setdefault(name, None)
+        return Lineage(checked.files, tuple(names), checked.digest)
+
+    def _prune(self, plan: Plan, keep: Set[str], outcome: Outcome) -> Plan:
+        """Drop lineages whose files are gone (``certbot delete``) instead of breaking the daemons."""
+        gone = [
+            lin
+            for lid, lin in plan.lineages.items()
+            if lid not in keep and not (os.path.exists(lin.files.key) and os.path.exists(lin.files.fullchain))
+        ]
+        for lin in gone:
+            self._warn(outcome, f"unmapped {', '.join(lin.names)}: {lin.files.fullchain} no longer exists")
+        return plan.without(lin.id for lin in gone)
+
+    def _touched_files(self, settings: Settings) -> Set[str]:
+        postfix, dovecot = self.daemons(settings)
+        files = {self.store.path}
+        if postfix is not None:
+            files |= {settings.postfix_map, postfix.main_cf}
+        if dovecot is not None:
+            files.add(settings.dovecot_config)
+        return files
+
+    def _apply(
+        self,
+        state: State,
+        settings: Settings,
+        options: Dict[str, str],
+        plan: Plan,
+        content_changed: bool,
+        checkpoint: Optional[Checkpoint],
+        outcome: Outcome,
+    ) -> None:
+        postfix, dovecot = self.daemons(settings)
+        map_text = render_map(plan)
+        dropin_text = render_dropin(plan)
+        rebuild_map = postfix is not None and (
+            content_changed
+            or _read_text(settings.postfix_map) != map_text
+            or not os.path.exists(postfix.table_path)
+            or not postfix.check_parameter()
+        )
+        write_dropin = dovecot is not None and _read_text(settings.dovecot_config) != dropin_text
+        if not (rebuild_map or write_dropin or content_changed):
+            if plan != state.plan or options != state.options:
+                state.plan, state.options = plan, options
+                self.store.save(state)
+            return
+        if checkpoint is not None:
+            touched = self._touched_files(settings)
+            existing = {f for f in touched if os.path.exists(f)}
+            checkpoint(existing, touched - existing)
+        candidate = postfix.build_candidate(plan) if postfix is not None and rebuild_map else None
+        previous_dropin = dovecot.current() if dovecot is not None else None
+        try:
+            if dovecot is not None and write_dropin:
+                dovecot.install(dropin_text)
+            if postfix is not None and candidate is not None:
+                postfix.commit(candidate)
+        except BaseException:
+            if postfix is not None and candidate is not None:
+                postfix.discard(candidate)
+            if dovecot is not None and write_dropin:
+                dovecot.restore(previous_dropin)
+            raise
+        if rebuild_map:
+            outcome.changed.append("postfix")
+            state.pending_reload.add("postfix")
+        if dovecot is not None and (write_dropin or content_changed):
+            outcome.changed.append("dovecot")
+            state.pending_reload.add("dovecot")
+        state.plan, state.options = plan, options
+        self.store.save(state)
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None

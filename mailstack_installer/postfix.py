@@ -1,0 +1,180 @@
+"""Render and apply step for Postfix: the ``tls_server_sni_maps`` source, compiled with ``postmap -F``.
+
+``postmap -F`` embeds the key and chain *contents* in the compiled table, so it is rebuilt whenever a
+certificate changes. It exits 0 while skipping missing or unreadable files, so every expected key is
+looked up in the candidate table before it replaces the live one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Set
+
+from . import fsutil, runner
+from .constants import HEADER, MAP_SUFFIXES
+from .errors import MisconfiguredError, NotInstalledError
+from .model import Plan
+from .names import is_wildcard
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def map_key(name: str) -> str:
+    """Postfix matches a parent domain written with a leading dot: ``*.a.test`` -> ``.a.test``."""
+    return name[1:] if is_wildcard(name) else name
+
+
+def render_map(plan: Plan) -> str:
+    """The map source: ``name key-file fullchain-file`` per line (key first, as Postfix requires)."""
+    lines = [f"# {HEADER}"]
+    lines += [f"{map_key(name)} {files.key} {files.fullchain}" for name, files in plan.entries()]
+    return "\n".join(lines) + "\n"
+
+
+def keys_of(plan: Plan) -> List[str]:
+    return [map_key(name) for name in plan.names()]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A compiled map waiting beside the live one: its source and its table file."""
+
+    source: str
+    table: str
+
+
+class Postfix:
+    """One Postfix instance, addressed by its configuration directory (``-c DIR``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.postfix_dir
+        self.main_cf = os.path.join(self.dir, "main.cf")
+        self._map_type: Optional[str] = None
+
+    def check_installed(self) -> None:
+        for tool in ("postconf", "postmap", "postfix"):
+            if runner.which(tool) is None:
+                raise NotInstalledError(f"Postfix tool {tool} not found: is Postfix installed?")
+        if not os.path.isfile(self.main_cf):
+            raise NotInstalledError(f"Postfix is not configured: {self.main_cf} does not exist")
+
+    def postconf(self, *parameters: str) -> List[str]:
+        out = runner.run(["postconf", "-c", self.dir, "-h", *parameters]).stdout
+        return out.splitlines()
+
+    def map_type(self) -> str:
+        """The table type: as given, else the one tls_server_sni_maps already uses, else the default."""
+        if self._map_type is None:
+            chosen = self.settings.postfix_map_type
+            if chosen == "auto":
+                chosen = self._type_in_use() or self.postconf("default_database_type")[0].strip()
+            supported = runner.run(["postconf", "-c", self.dir, "-m"]).stdout.split()
+            if chosen not in MAP_SUFFIXES:
+                raise MisconfiguredError(
+                    f"Postfix map type {chosen!r} cannot hold an SNI map: use one of "
+                    f"{', '.join(t for t in MAP_SUFFIXES if t in supported)} (--postfix-map-type)"
+                )
+            if chosen not in supported:
+                raise MisconfiguredError(
+                    f"this Postfix does not support map type {chosen} (postconf -m lists "
+                    f"{', '.join(supported)}): choose another with --postfix-map-type"
+                )
+            self._map_type = chosen
+        return self._map_type
+
+    def _current_maps(self) -> List[str]:
+        value = " ".join(self.postconf("tls_server_sni_maps"))
+        return [part for part in re.split(r"[\s,]+", value) if part]
+
+    def _type_in_use(self) -> Optional[str]:
+        for ref in self._current_maps():
+            kind, _, path = ref.partition(":")
+            if os.path.normpath(path) == self.settings.postfix_map:
+                return kind
+        return None
+
+    @property
+    def map_ref(self) -> str:
+        return f"{self.map_type()}:{self.settings.postfix_map}"
+
+    @property
+    def table_path(self) -> str:
+        return self.settings.postfix_map + MAP_SUFFIXES[self.map_type()]
+
+    def check_parameter(self) -> bool:
+        """True if tls_server_sni_maps already names our map; False if unset; raise if it is another's."""
+        current = self._current_maps()
+        if not current:
+            return False
+        if self.map_ref in current:
+            return True
+        raise MisconfiguredError(
+            f"tls_server_sni_maps in {self.main_cf} is already set to {', '.join(current)}, not "
+            f"{self.map_ref}: remove it (postconf -X tls_server_sni_maps) or point "
+            "--postfix-map/--postfix-map-type at that map"
+        )
+
+    def build_candidate(self, plan: Plan) -> Candidate:
+        """Write and compile the new map beside the live one, and prove every entry made it in."""
+        self.check_parameter()
+        source = fsutil.write_temp(self.settings.postfix_map, render_map(plan).encode(), mode=0o600)
+        table = source + MAP_SUFFIXES[self.map_type()]
+        candidate = Candidate(source, table)
+        try:
+            result = runner.run(["postmap", "-F", "-c", self.dir, f"{self.map_type()}:{source}"])
+            os.chmod(table, 0o600)  # postmap copies the source's mode; keys must stay private
+            self._check_keys(candidate, keys_of(plan), result.stderr)
+        except BaseException:
+            self.discard(candidate)
+            raise
+        return candidate
+
+    def _check_keys(self, candidate: Candidate, expected: List[str], warnings: str) -> None:
+        if not expected:
+            return
+        out = runner.run(
+            ["postmap", "-c", self.dir, "-q", "-", f"{self.map_type()}:{candidate.source}"],
+            input_text="\n".join(expected) + "\n",
+            check=False,
+        ).stdout
+        found: Set[str] = {line.split("\t", 1)[0] for line in out.splitlines()}
+        missing = [key for key in expected if key not in found]
+        if missing:
+            detail = runner.last_line(warnings) or "no warning from postmap"
+            raise MisconfiguredError(
+                f"postmap left {len(missing)} name(s) out of the SNI map (first: {missing[0]}): {detail}"
+            )
+
+    def commit(self, candidate: Candidate) -> None:
+        """Swap the candidate in (table first, then its source) and point Postfix at it if needed."""
+        already_set = self.check_parameter()
+        fsutil.replace(candidate.table, self.table_path)
+        fsutil.replace(candidate.source, self.settings.postfix_map)
+        fsutil.remove_quietly(candidate.table + "-lock")  # lmdb's lock file
+        if not already_set:
+            runner.run(["postconf", "-c", self.dir, "-e", f"tls_server_sni_maps = {self.map_ref}"])
+            logger.info("set tls_server_sni_maps = %s in %s", self.map_ref, self.main_cf)
+
+    def discard(self, candidate: Candidate) -> None:
+        for path in (candidate.source, candidate.table, candidate.table + "-lock"):
+            fsutil.remove_quietly(path)
+
+    def rebuild_live(self) -> None:
+        """Recompile the live map from its source (after certbot's reverter restored the source)."""
+        if os.path.exists(self.settings.postfix_map):
+            os.chmod(self.settings.postfix_map, 0o600)
+            runner.run(["postmap", "-F", "-c", self.dir, self.map_ref])
+
+    def is_running(self) -> bool:
+        return runner.run(["postfix", "-c", self.dir, "status"], check=False).returncode == 0
+
+    def known_names(self) -> List[str]:
+        """Names Postfix already knows (for certbot's domain menu); static values only."""
+        values = self.postconf("myhostname", "mydestination", "virtual_mailbox_domains", "relay_domains")
+        words = re.split(r"[\s,]+", " ".join(values))
+        return [w for w in words if w and ":" not in w and "$" not in w and "/" not in w]

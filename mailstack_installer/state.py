@@ -1,0 +1,122 @@
+"""What has been deployed, kept under certbot's config dir: ``<config_dir>/mailstack/state.json``.
+
+It records the options in force, every lineage with its names and the digest of the files built
+into the Postfix map, and which daemons still need a reload. Comparing digests (content, not
+timestamps) is what makes a second deployment of an unchanged lineage a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, Set
+
+from . import fsutil
+from .constants import STATE_DIRNAME
+from .errors import MisconfiguredError
+from .model import CertFiles, Lineage, Plan
+
+STATE_VERSION = 1
+
+
+@dataclass
+class State:
+    options: Dict[str, str] = field(default_factory=dict)
+    plan: Plan = field(default_factory=Plan)
+    pending_reload: Set[str] = field(default_factory=set)
+
+    def to_json(self) -> str:
+        lineages = {
+            lid: {
+                "key": lin.files.key,
+                "fullchain": lin.files.fullchain,
+                "names": list(lin.names),
+                "digest": lin.digest,
+            }
+            for lid, lin in sorted(self.plan.lineages.items())
+        }
+        doc = {
+            "version": STATE_VERSION,
+            "options": self.options,
+            "pending_reload": sorted(self.pending_reload),
+            "lineages": lineages,
+        }
+        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> State:
+        try:
+            doc: Dict[str, Any] = json.loads(text)
+            if doc.get("version") != STATE_VERSION:
+                raise ValueError(f"unknown version {doc.get('version')!r}")
+            lineages = {}
+            for lid, raw in doc["lineages"].items():
+                files = CertFiles(key=str(raw["key"]), fullchain=str(raw["fullchain"]))
+                lineages[lid] = Lineage(files, tuple(str(n) for n in raw["names"]), str(raw["digest"]))
+            return cls(
+                options={str(k): str(v) for k, v in doc.get("options", {}).items()},
+                plan=Plan(lineages),
+                pending_reload={str(s) for s in doc.get("pending_reload", [])},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MisconfiguredError(
+                f"state file {where} is damaged ({exc}): restore it from backup or remove it "
+                "and deploy the lineages again"
+            ) from None
+
+
+class StateStore:
+    """Loads, saves and locks the state of one certbot config dir."""
+
+    def __init__(self, config_dir: str) -> None:
+        self.directory = os.path.join(config_dir, STATE_DIRNAME)
+        self.path = os.path.join(self.directory, "state.json")
+        self.lock_path = os.path.join(self.directory, "lock")
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def load(self) -> State:
+        data = fsutil.read_or_none(self.path)
+        if data is None:
+            return State()
+        return State.from_json(data.decode("utf-8", "replace"), self.path)
+
+    def save(self, state: State) -> None:
+        self._ensure_dir()
+        fsutil.atomic_write(self.path, state.to_json().encode(), mode=0o600)
+
+    def _ensure_dir(self) -> None:
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise MisconfiguredError(f"cannot create {self.directory}: {exc.strerror}") from None
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float = 300.0) -> Iterator[None]:
+        """Serialise runs (a renewal and a manual run); wait up to ``timeout`` seconds, then fail."""
+        self._ensure_dir()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise MisconfiguredError(
+                            f"another certbot-mailstack run holds {self.lock_path} for over "
+                            f"{timeout:.0f} s; try again when it has finished"
+                        ) from None
+                    time.sleep(0.1)
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,61 @@
+import pytest
+
+from mailstack_installer.certfiles import check_files
+from mailstack_installer.errors import InputError
+from mailstack_installer.model import CertFiles
+from mailstack_installer.pipeline import covers
+
+from .helpers import make_lineage
+
+
+def test_good_pair_gives_names_and_a_content_digest(tmp_path):
+    key, chain = make_lineage(tmp_path / "a", ["a.test", "mail.a.test"])
+    checked = check_files(CertFiles(str(key), str(chain)))
+    assert checked.dns_names == ("a.test", "mail.a.test")
+    assert len(checked.digest) == 64
+    make_lineage(tmp_path / "a", ["a.test", "mail.a.test"])  # "renewal": new key and cert
+    assert check_files(CertFiles(str(key), str(chain))).digest != checked.digest
+
+
+def test_key_that_does_not_match_the_certificate_is_refused(tmp_path):
+    key_a, _ = make_lineage(tmp_path / "a", ["a.test"])
+    _, chain_b = make_lineage(tmp_path / "b", ["b.test"])
+    with pytest.raises(InputError, match="does not match"):
+        check_files(CertFiles(str(key_a), str(chain_b)))
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("missing-key", "private key .* does not exist"),
+        ("missing-chain", "certificate chain .* does not exist"),
+        ("garbage-key", "not an unencrypted PEM private key"),
+        ("garbage-chain", "holds no PEM certificate"),
+        ("dir-key", "is a directory"),
+    ],
+)
+def test_broken_files_get_one_line_naming_the_file(tmp_path, breakage, message):
+    key, chain = make_lineage(tmp_path / "a", ["a.test"])
+    if breakage == "missing-key":
+        key.unlink()
+    elif breakage == "missing-chain":
+        chain.unlink()
+    elif breakage == "garbage-key":
+        key.write_text("hello\n")
+    elif breakage == "garbage-chain":
+        chain.write_text("hello\n")
+    elif breakage == "dir-key":
+        key.unlink()
+        key.mkdir()
+    with pytest.raises(InputError, match=message) as info:
+        check_files(CertFiles(str(key), str(chain)))
+    assert "\n" not in str(info.value)
+
+
+def test_wildcard_covers_exactly_one_label():
+    sans = ["a.test", "*.a.test"]
+    assert covers(sans, "mail.a.test")
+    assert covers(sans, "a.test")
+    assert not covers(sans, "x.mail.a.test")
+    assert not covers(sans, "b.test")
+    assert covers(sans, "*.a.test")
