@@ -54,6 +54,7 @@ class Installer(common.Installer, interfaces.RenewDeployer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._staged: Dict[str, Request] = {}
+        self._touched_live_files = False  # set once this process is about to change live files
 
     def _pipeline(self) -> Pipeline:
         given = {name: self.conf(name) for name in OPTION_NAMES}
@@ -161,14 +162,17 @@ class Installer(common.Installer, interfaces.RenewDeployer):
             self._pipeline().mark_for_reload()
 
     def recovery_routine(self) -> None:
+        """certbot's clean-up after a failed deploy: undo what this process changed, if anything."""
         super().recovery_routine()
         self._staged.clear()
-        with _translated():
-            self._pipeline().mark_for_reload()
+        if self._touched_live_files:
+            with _translated():
+                self._pipeline().mark_for_reload()
 
     # -- internals ------------------------------------------------------------------------------
 
     def _checkpoint(self, existing: Set[str], created: Set[str]) -> None:
+        self._touched_live_files = True
         if existing:
             self.add_to_checkpoint(existing, "mailstack: Postfix SNI map, Dovecot drop-in, state")
         if created:

@@ -227,21 +227,27 @@ class Pipeline:
                 state.plan, state.options = plan, options
                 self.store.save(state)
             return
-        if checkpoint is not None:
-            touched = self._touched_files(settings)
-            existing = {f for f in touched if os.path.exists(f)}
-            checkpoint(existing, touched - existing)
+        # Everything that can be checked is checked before the first live file changes:
+        # the candidate map is built and verified beside the live one, the include is confirmed.
         candidate = postfix.build_candidate(plan) if postfix is not None and rebuild_map else None
         previous_dropin = dovecot.current() if dovecot is not None else None
+        swapped_dropin = False
         try:
             if dovecot is not None and write_dropin:
+                dovecot.check_included()
+            if checkpoint is not None:
+                touched = self._touched_files(settings)
+                existing = {f for f in touched if os.path.exists(f)}
+                checkpoint(existing, touched - existing)
+            if dovecot is not None and write_dropin:
+                swapped_dropin = True
                 dovecot.install(dropin_text)
             if postfix is not None and candidate is not None:
                 postfix.commit(candidate)
         except BaseException:
             if postfix is not None and candidate is not None:
                 postfix.discard(candidate)
-            if dovecot is not None and write_dropin:
+            if dovecot is not None and swapped_dropin:
                 dovecot.restore(previous_dropin)
             raise
         if rebuild_map:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Lint, type-check and run every test: unit tests and end-to-end tests against real Pebble,
+# certbot (newest from PyPI and Debian's 2.1), Postfix and Dovecot on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check mailstack_installer tests
+.venv/bin/ruff format --check mailstack_installer
+.venv/bin/mypy mailstack_installer
+# End-to-end tests must not skip here: a missing daemon is a failure (MAILSTACK_E2E=require).
+MAILSTACK_E2E=require .venv/bin/python -m pytest -ra "$@"
