@@ -53,8 +53,10 @@ class Stack:
 
     def options(self) -> List[str]:
         return [
-            "--mailstack-postfix-dir", str(self.postfix.config_dir),
-            "--mailstack-dovecot-dir", str(self.dovecot.config_dir),
+            "--mailstack-postfix-dir",
+            str(self.postfix.config_dir),
+            "--mailstack-dovecot-dir",
+            str(self.dovecot.config_dir),
         ]
 
     def served(self, server_name: Optional[str]) -> Dict[str, str]:
@@ -67,7 +69,10 @@ class Stack:
     def defaults(self) -> Dict[str, str]:
         """What each port serves without a matching SNI name: its daemon's default certificate."""
         assert self.postfix.default_cert is not None and self.dovecot.default_cert is not None
-        postfix, dovecot = pem_fingerprint(self.postfix.default_cert), pem_fingerprint(self.dovecot.default_cert)
+        postfix, dovecot = (
+            pem_fingerprint(self.postfix.default_cert),
+            pem_fingerprint(self.dovecot.default_cert),
+        )
         return {service: postfix if service in self.postfix.ports else dovecot for service in self.ports}
 
 
@@ -87,9 +92,10 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("plugin-path")
     build = tmp_path_factory.mktemp("plugin-build")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-         "--target", str(target), str(REPO)],
-        check=True, timeout=300, cwd=build,
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(REPO)],
+        check=True,
+        timeout=300,
+        cwd=build,
     )
     return target
 

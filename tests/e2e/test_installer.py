@@ -33,11 +33,21 @@ def test_run_and_install_are_served_on_every_port_and_renew_serves_the_new_certi
     certbot: Certbot, stack: Stack
 ) -> None:
     # Path 1: certbot run -i mailstack (renewal goes through renew_deploy + restart).
-    certbot.run("run", *certbot.webroot_args(), "-i", "mailstack", "-d", "a.test,mail.a.test",
-                "--cert-name", "a.test", *stack.options())
+    certbot.run(
+        "run",
+        *certbot.webroot_args(),
+        "-i",
+        "mailstack",
+        "-d",
+        "a.test,mail.a.test",
+        "--cert-name",
+        "a.test",
+        *stack.options(),
+    )
     # Path 2: the classic how-to: certonly, then certbot install (renewal goes through the hook).
-    certbot.run("certonly", *certbot.webroot_args(), "-d", "b.test,mail.b.test,imap.b.test",
-                "--cert-name", "b.test")
+    certbot.run(
+        "certonly", *certbot.webroot_args(), "-d", "b.test,mail.b.test,imap.b.test", "--cert-name", "b.test"
+    )
     certbot.run("install", "--cert-name", "b.test", "-i", "mailstack")  # options persisted by the run
 
     old_a, old_b = leaf(certbot, "a.test"), leaf(certbot, "b.test")
@@ -71,7 +81,9 @@ def test_map_and_compiled_map_are_private_and_point_at_live_fullchain(certbot: C
     live = certbot.live_dir("c.test")
     assert f"c.test {live}/privkey.pem {live}/fullchain.pem" in map_source.read_text()
     dropin = (stack.dovecot.config_dir / "conf.d" / "99-mailstack-sni.conf").read_text()
-    assert f"ssl_cert = <{live}/fullchain.pem" in dropin and "cert.pem\n" not in dropin.replace("fullchain", "")
+    assert f"ssl_cert = <{live}/fullchain.pem" in dropin and "cert.pem\n" not in dropin.replace(
+        "fullchain", ""
+    )
     hook = certbot.config_dir / "renewal-hooks" / "deploy" / "mailstack"
     assert os.access(hook, os.X_OK)
 
@@ -79,7 +91,8 @@ def test_map_and_compiled_map_are_private_and_point_at_live_fullchain(certbot: C
 def _snapshot(*dirs: Path) -> dict:
     return {
         str(p): p.read_bytes()
-        for d in dirs for p in sorted(d.rglob("*"))
+        for d in dirs
+        for p in sorted(d.rglob("*"))
         if p.is_file() and not p.name.endswith((".lock", "-lock")) and "pid" not in p.parts
     }
 
@@ -102,11 +115,14 @@ def test_foreign_sni_map_stops_with_one_line_and_changes_nothing(certbot: Certbo
 
 def test_dovecot_that_does_not_include_the_dropin_is_refused_clearly(certbot: Certbot, stack: Stack) -> None:
     conf = stack.dovecot.config_file
-    conf.write_text("\n".join(line for line in conf.read_text().splitlines() if "!include" not in line) + "\n")
+    conf.write_text(
+        "\n".join(line for line in conf.read_text().splitlines() if "!include" not in line) + "\n"
+    )
     before = _snapshot(stack.postfix.config_dir, stack.dovecot.config_dir)
 
-    result = certbot.run("run", *certbot.webroot_args(), "-i", "mailstack", "-d", "f.test",
-                         *stack.options(), check=False)
+    result = certbot.run(
+        "run", *certbot.webroot_args(), "-i", "mailstack", "-d", "f.test", *stack.options(), check=False
+    )
 
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

@@ -16,10 +16,16 @@ def test_hook_pins_this_interpreter_and_package(tmp_path):
 
 def test_installed_hook_ignores_a_lineage_it_does_not_manage(tmp_path):
     hook.install_hook(str(tmp_path))
-    env = dict(os.environ, RENEWED_LINEAGE=str(tmp_path / "live" / "other.test"), RENEWED_DOMAINS="other.test")
+    env = dict(
+        os.environ, RENEWED_LINEAGE=str(tmp_path / "live" / "other.test"), RENEWED_DOMAINS="other.test"
+    )
     proc = subprocess.run(
         [str(tmp_path / "renewal-hooks" / "deploy" / "mailstack")],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
 

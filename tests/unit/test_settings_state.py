@@ -17,13 +17,20 @@ def test_defaults_follow_their_directory():
 
 
 def test_given_options_override_persisted_ones_and_none_means_unset():
-    merged = merge_options({"postfix-dir": "/a", "services": "postfix"}, {"postfix-dir": None, "services": "dovecot"})
+    merged = merge_options(
+        {"postfix-dir": "/a", "services": "postfix"}, {"postfix-dir": None, "services": "dovecot"}
+    )
     assert merged == {"postfix-dir": "/a", "services": "dovecot"}
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"services": "postfix,exim"}, {"services": ","}, {"postfix-map-type": "texthash"}, {"postfix-dir": "etc/x"}],
+    [
+        {"services": "postfix,exim"},
+        {"services": ","},
+        {"postfix-map-type": "texthash"},
+        {"postfix-dir": "etc/x"},
+    ],
 )
 def test_bad_options_are_refused_with_the_option_named(options):
     with pytest.raises(InputError, match="--"):
