@@ -66,6 +66,15 @@ class Stack:
             for service, port in sorted(self.ports.items())
         }
 
+    def reload_counts(self) -> Dict[str, int]:
+        """How often each daemon has reloaded, read from its own log."""
+        postfix = sum(
+            "reload -- version" in line
+            for line in self.postfix.log_path.read_text(errors="replace").splitlines()
+        )
+        dovecot = self.dovecot.log_path.read_text(errors="replace").count("SIGHUP received - reloading")
+        return {"postfix": postfix, "dovecot": dovecot}
+
     def defaults(self) -> Dict[str, str]:
         """What each port serves without a matching SNI name: its daemon's default certificate."""
         assert self.postfix.default_cert is not None and self.dovecot.default_cert is not None

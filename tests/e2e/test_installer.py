@@ -60,7 +60,14 @@ def test_run_and_install_are_served_on_every_port_and_renew_serves_the_new_certi
     assert "installer = mailstack" in (renewal / "a.test.conf").read_text()
     assert "installer = mailstack" not in (renewal / "b.test.conf").read_text()
 
+    reloads = stack.reload_counts()
+    certbot.env["PATH"] = "/usr/bin:/bin"  # cron's PATH: postfix, postmap and friends are in sbin
     certbot.run("renew", "--force-renewal")  # exactly as cron runs it, no plugin flags
+
+    # Two lineages renewed, two redeployments: for a.test the hook and then certbot's renew_deploy
+    # both fire, and the second sees the same content and does nothing.
+    after = stack.reload_counts()
+    assert {d: after[d] - reloads[d] for d in after} == {"postfix": 2, "dovecot": 2}
 
     new_a, new_b = leaf(certbot, "a.test"), leaf(certbot, "b.test")
     assert new_a != old_a and new_b != old_b
@@ -128,3 +135,32 @@ def test_dovecot_that_does_not_include_the_dropin_is_refused_clearly(certbot: Ce
     assert "Traceback" not in result.stderr
     assert "does not include" in result.stderr and str(conf) in result.stderr
     assert _snapshot(stack.postfix.config_dir, stack.dovecot.config_dir) == before
+
+
+def test_renew_deploy_alone_serves_the_renewed_certificate(certbot: Certbot, stack: Stack) -> None:
+    """Without the deploy hook (--no-directory-hooks), certbot's renew_deploy + restart must do it."""
+    certbot.run(
+        "run", *certbot.webroot_args(), "-i", "mailstack", "-d", "g.test,mail.g.test", *stack.options()
+    )
+    old = leaf(certbot, "g.test")
+    assert_served(stack, ["mail.g.test"], old)
+
+    certbot.run("renew", "--force-renewal", "--no-directory-hooks")
+
+    new = leaf(certbot, "g.test")
+    assert new != old
+    assert_served(stack, ["g.test", "mail.g.test"], new)
+
+
+def test_rollback_restores_the_previous_mapping_and_serves_it(certbot: Certbot, stack: Stack) -> None:
+    certbot.run("run", *certbot.webroot_args(), "-i", "mailstack", "-d", "h.test,mail.h.test",
+                "--cert-name", "h.test", *stack.options())  # fmt: skip
+    first = leaf(certbot, "h.test")
+    # A second lineage takes over mail.h.test; rolling that back must give the name back to h.test.
+    certbot.run("run", *certbot.webroot_args(), "-i", "mailstack", "-d", "mail.h.test",
+                "--cert-name", "other", *stack.options())  # fmt: skip
+    assert_served(stack, ["mail.h.test"], leaf(certbot, "other"))
+
+    certbot.run("rollback", "-i", "mailstack", "--checkpoints", "1")
+
+    assert_served(stack, ["mail.h.test", "h.test"], first)

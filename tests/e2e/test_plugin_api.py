@@ -1,0 +1,67 @@
+"""The installer class in-process, as certbot drives it, against a real Postfix and Dovecot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from certbot import errors
+from certbot.configuration import NamespaceConfig
+
+from mailstack_installer.installer import Installer
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def make_installer(tmp_path: Path, **options: str) -> Installer:
+    namespace = mock.MagicMock(
+        config_dir=str(tmp_path / "config"),
+        work_dir=str(tmp_path / "work"),
+        logs_dir=str(tmp_path / "logs"),
+        server="https://acme.invalid/directory",
+    )
+    for name in ("postfix-dir", "postfix-map", "postfix-map-type", "dovecot-dir", "dovecot-config",
+                 "service-manager", "services"):  # fmt: skip
+        setattr(namespace, "mailstack_" + name.replace("-", "_"), options.get(name))
+    config = NamespaceConfig(namespace)
+    if hasattr(config, "set_argument_sources"):
+        config.set_argument_sources({})
+    return Installer(config, "mailstack")
+
+
+def test_prepare_passes_on_an_installed_stack_and_names_come_from_postfix(
+    tmp_path: Path, stack: Stack
+) -> None:
+    installer = make_installer(
+        tmp_path,
+        **{"postfix-dir": str(stack.postfix.config_dir), "dovecot-dir": str(stack.dovecot.config_dir)},
+    )
+    installer.prepare()
+    assert "mail.default.test" in set(installer.get_all_names())
+    assert installer.supported_enhancements() == []
+    with pytest.raises(errors.PluginError):
+        installer.enhance("mail.default.test", "redirect")
+    assert "tls_server_sni_maps" in installer.more_info()
+
+
+def test_prepare_reports_a_missing_postfix_as_not_installed(tmp_path: Path, stack: Stack) -> None:
+    installer = make_installer(
+        tmp_path, **{"postfix-dir": str(tmp_path / "nope"), "dovecot-dir": str(stack.dovecot.config_dir)}
+    )
+    with pytest.raises(errors.NoInstallationError, match="main.cf does not exist"):
+        installer.prepare()
+
+
+def test_prepare_without_dovecot_service_ignores_dovecot(tmp_path: Path, stack: Stack) -> None:
+    installer = make_installer(
+        tmp_path,
+        **{
+            "postfix-dir": str(stack.postfix.config_dir),
+            "dovecot-dir": str(tmp_path / "none"),
+            "services": "postfix",
+        },
+    )
+    installer.prepare()
