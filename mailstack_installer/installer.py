@@ -63,13 +63,22 @@ class Installer(common.Installer, interfaces.RenewDeployer):
     # -- certbot's Installer interface ----------------------------------------------------------
 
     def prepare(self) -> None:
-        """Cheap checks only: a failure here during ``renew`` makes certbot forget this installer."""
+        """Cheap checks only: that the daemons' tools and config files exist.
+
+        During ``renew`` any error raised here makes certbot drop ``installer = mailstack`` from the
+        renewal conf for good, so there a damaged state file or option only logs a warning and is
+        reported, with its one line, by renew_deploy/restart instead.
+        """
+        pipeline = self._pipeline()
+        try:
+            settings = pipeline.settings()
+        except MailstackError as exc:
+            if getattr(self.config, "verb", None) == "renew":
+                logger.warning("mailstack: %s", exc)
+                return
+            with _translated():
+                raise
         with _translated():
-            pipeline = self._pipeline()
-            try:
-                settings = pipeline.settings()
-            except MailstackError as exc:
-                raise errors.MisconfigurationError(str(exc)) from None
             pipeline.check_installed(settings)
 
     def more_info(self) -> str:

@@ -65,3 +65,18 @@ def test_prepare_without_dovecot_service_ignores_dovecot(tmp_path: Path, stack: 
         },
     )
     installer.prepare()
+
+
+def test_damaged_state_does_not_fail_prepare_during_renew(tmp_path: Path, stack: Stack) -> None:
+    """Else certbot would silently drop installer = mailstack from the renewal conf."""
+    options = {"postfix-dir": str(stack.postfix.config_dir), "dovecot-dir": str(stack.dovecot.config_dir)}
+    state = tmp_path / "config" / "mailstack" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text("{damaged")
+    renewing = make_installer(tmp_path, **options)
+    renewing.config.namespace.verb = "renew"
+    renewing.prepare()
+    installing = make_installer(tmp_path, **options)
+    installing.config.namespace.verb = "install"
+    with pytest.raises(errors.MisconfigurationError, match="damaged"):
+        installing.prepare()
