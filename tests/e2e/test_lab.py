@@ -32,16 +32,6 @@ MODES = {
 
 
 @pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    server = Pebble(tmp_path_factory.mktemp("pebble"))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostfixInstance]:
     instance = PostfixInstance(tmp_path_factory.mktemp("postfix"))
     try:

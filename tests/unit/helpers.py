@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 from typing import Sequence, Tuple
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests.lab.certs import make_self_signed
 
 
 def make_lineage(live: Path, names: Sequence[str]) -> Tuple[Path, Path]:
-    """Write ``live/privkey.pem`` and ``live/fullchain.pem`` (self-signed leaf) for ``names``."""
+    """Write ``live/privkey.pem`` and ``live/fullchain.pem`` (self-signed EC leaf) for ``names``."""
     live.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=90))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = make_self_signed(live, names[0], ec=True, extra_names=names[1:], days=90)
     key_path, chain_path = live / "privkey.pem", live / "fullchain.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_path.chmod(0o600)
-    chain_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key.replace(key_path)
+    cert.replace(chain_path)
     return key_path, chain_path
