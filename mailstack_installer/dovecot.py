@@ -57,6 +57,22 @@ def render_dropin(plan: Plan) -> str:
     return "".join(out)
 
 
+def glob_matches(pattern: str, path: str) -> bool:
+    """Whether glob(3), as Dovecot's ``!include`` uses it, would expand ``pattern`` to ``path``.
+
+    Unlike fnmatch, ``*`` never crosses a ``/`` and never matches a leading dot.
+    """
+    pattern_parts, path_parts = pattern.split(os.sep), path.split(os.sep)
+    if len(pattern_parts) != len(path_parts):
+        return False
+    for pat, part in zip(pattern_parts, path_parts):
+        if part.startswith(".") and not pat.startswith("."):
+            return False
+        if not fnmatch.fnmatchcase(part, pat):
+            return False
+    return True
+
+
 def _included_files(conf: str, depth: int = 0) -> Iterator[Tuple[str, str]]:
     """(including file, absolute include pattern) for every ``!include`` reachable from ``conf``."""
     if depth > 8:
@@ -91,9 +107,10 @@ class Dovecot:
             raise NotInstalledError(f"Dovecot is not configured: {self.conf} does not exist")
 
     def check_included(self) -> None:
-        """Refuse to write a drop-in that Dovecot would never read."""
+        """Refuse to write a drop-in that Dovecot would never read, or one we did not write."""
+        fsutil.check_owned(self.dropin, "--dovecot-config")
         for _, pattern in _included_files(self.conf):
-            if fnmatch.fnmatchcase(self.dropin, pattern):
+            if glob_matches(pattern, self.dropin):
                 return
         rel = os.path.relpath(self.dropin, os.path.dirname(self.conf))
         suggestion = os.path.join(os.path.dirname(rel), "*.conf") if os.sep in rel else rel

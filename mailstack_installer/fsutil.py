@@ -7,6 +7,7 @@ import os
 import tempfile
 from typing import Optional
 
+from .constants import HEADER
 from .errors import MisconfiguredError
 
 
@@ -70,3 +71,19 @@ def read_or_none(path: str) -> Optional[bytes]:
 def remove_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def check_owned(path: str, option: str) -> None:
+    """Refuse to overwrite a file that exists but was not written by this package."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise MisconfiguredError(f"cannot read {path}: {exc.strerror}") from None
+    if HEADER.encode() not in first:
+        raise MisconfiguredError(
+            f"{path} exists and was not written by certbot-mailstack: move it away (its entries "
+            f"will not be kept) or choose another file with {option}"
+        )

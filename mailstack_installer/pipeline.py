@@ -232,6 +232,7 @@ class Pipeline:
         candidate = postfix.build_candidate(plan) if postfix is not None and rebuild_map else None
         previous_dropin = dovecot.current() if dovecot is not None else None
         swapped_dropin = False
+        staged_state: Optional[str] = None
         try:
             if dovecot is not None and write_dropin:
                 dovecot.check_included()
@@ -239,25 +240,29 @@ class Pipeline:
                 touched = self._touched_files(settings)
                 existing = {f for f in touched if os.path.exists(f)}
                 checkpoint(existing, touched - existing)
+            new_state = State(options, plan, set(state.pending_reload))
+            if rebuild_map:
+                new_state.pending_reload.add("postfix")
+            if dovecot is not None and (write_dropin or content_changed):
+                new_state.pending_reload.add("dovecot")
+            staged_state = self.store.stage(new_state)  # fails here, not after the swap
             if dovecot is not None and write_dropin:
+                dovecot.install(dropin_text)  # puts the old drop-in back itself if refused
                 swapped_dropin = True
-                dovecot.install(dropin_text)
             if postfix is not None and candidate is not None:
                 postfix.commit(candidate)
+            self.store.commit(staged_state)
         except BaseException:
+            if staged_state is not None:
+                self.store.discard(staged_state)
             if postfix is not None and candidate is not None:
                 postfix.discard(candidate)
             if dovecot is not None and swapped_dropin:
                 dovecot.restore(previous_dropin)
             raise
-        if rebuild_map:
-            outcome.changed.append("postfix")
-            state.pending_reload.add("postfix")
-        if dovecot is not None and (write_dropin or content_changed):
-            outcome.changed.append("dovecot")
-            state.pending_reload.add("dovecot")
-        state.plan, state.options = plan, options
-        self.store.save(state)
+        outcome.changed += ["postfix"] if rebuild_map else []
+        outcome.changed += ["dovecot"] if dovecot is not None and (write_dropin or content_changed) else []
+        state.plan, state.options, state.pending_reload = plan, options, new_state.pending_reload
 
 
 def _read_text(path: str) -> Optional[str]:

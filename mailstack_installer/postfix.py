@@ -122,6 +122,7 @@ class Postfix:
     def build_candidate(self, plan: Plan) -> Candidate:
         """Write and compile the new map beside the live one, and prove every entry made it in."""
         self.check_parameter()
+        fsutil.check_owned(self.settings.postfix_map, "--postfix-map")
         source = fsutil.write_temp(self.settings.postfix_map, render_map(plan).encode(), mode=0o600)
         table = source + MAP_SUFFIXES[self.map_type()]
         candidate = Candidate(source, table)

@@ -82,14 +82,28 @@ class StateStore:
         return os.path.exists(self.path)
 
     def load(self) -> State:
-        data = fsutil.read_or_none(self.path)
+        try:
+            data = fsutil.read_or_none(self.path)
+        except OSError as exc:
+            raise MisconfiguredError(f"cannot read state file {self.path}: {exc.strerror}") from None
         if data is None:
             return State()
         return State.from_json(data.decode("utf-8", "replace"), self.path)
 
     def save(self, state: State) -> None:
+        self.commit(self.stage(state))
+
+    def stage(self, state: State) -> str:
+        """Write ``state`` to a temp file beside the live one: proves the directory is writable
+        (and the disk not full) before any daemon file is swapped. Returns the temp path."""
         self._ensure_dir()
-        fsutil.atomic_write(self.path, state.to_json().encode(), mode=0o600)
+        return fsutil.write_temp(self.path, state.to_json().encode(), mode=0o600)
+
+    def commit(self, staged: str) -> None:
+        fsutil.replace(staged, self.path)
+
+    def discard(self, staged: str) -> None:
+        fsutil.remove_quietly(staged)
 
     def _ensure_dir(self) -> None:
         try:
@@ -101,7 +115,10 @@ class StateStore:
     def locked(self, timeout: float = 300.0) -> Iterator[None]:
         """Serialise runs (a renewal and a manual run); wait up to ``timeout`` seconds, then fail."""
         self._ensure_dir()
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise MisconfiguredError(f"cannot open lock file {self.lock_path}: {exc.strerror}") from None
         try:
             deadline = time.monotonic() + timeout
             while True:
