@@ -166,9 +166,11 @@ class Dovecot:
         return True
 
     def known_names(self) -> List[str]:
+        """Every ``local_name`` in Dovecot's configuration (``doveconf -n`` prints them unquoted)."""
+        out = runner.run(["doveconf", "-n", "-c", self.conf], check=False).stdout
         names: List[str] = []
-        for line in (self.current() or b"").decode("utf-8", "replace").splitlines():
-            match = re.match(r'^local_name\s+"([^"]*)"', line)
+        for line in out.splitlines():
+            match = re.match(r'^\s*local_name\s+"?([^"{]*)"?\s*\{', line)
             if match:
                 names.extend(match.group(1).split())
         return names

@@ -175,7 +175,15 @@ class Postfix:
         return runner.run(["postfix", "-c", self.dir, "status"], check=False).returncode == 0
 
     def known_names(self) -> List[str]:
-        """Names Postfix already knows (for certbot's domain menu); static values only."""
+        """Names Postfix already knows (for certbot's domain menu): static domain lists and the keys
+        of the SNI maps' source files. Lookup tables and ``$parameter`` references are skipped."""
         values = self.postconf("myhostname", "mydestination", "virtual_mailbox_domains", "relay_domains")
         words = re.split(r"[\s,]+", " ".join(values))
-        return [w for w in words if w and ":" not in w and "$" not in w and "/" not in w]
+        names = [w for w in words if w and ":" not in w and "$" not in w and "/" not in w]
+        for ref in self._current_maps():
+            source = fsutil.read_or_none(ref.partition(":")[2])
+            for line in (source or b"").decode("utf-8", "replace").splitlines():
+                key = line.split(maxsplit=1)[0] if line.strip() else "#"
+                if not key.startswith(("#", ".")):
+                    names.append(key)
+        return names

@@ -39,8 +39,15 @@ def test_prepare_passes_on_an_installed_stack_and_names_come_from_postfix(
         tmp_path,
         **{"postfix-dir": str(stack.postfix.config_dir), "dovecot-dir": str(stack.dovecot.config_dir)},
     )
+    stack.postfix.postconf("-e", "mydestination = example.test, $myhostname, hash:/etc/postfix/x")
     installer.prepare()
-    assert "mail.default.test" in set(installer.get_all_names())
+    cert, key = stack.dovecot.default_cert, stack.dovecot.default_key
+    (stack.dovecot.config_dir / "conf.d" / "50-local.conf").write_text(
+        f'local_name "imap.c.test" {{\n  ssl_cert = <{cert}\n  ssl_key = <{key}\n}}\n'
+    )
+    names = set(installer.get_all_names())
+    assert {"mail.default.test", "example.test", "imap.c.test"} <= names
+    assert not {n for n in names if "$" in n or ":" in n}
     assert installer.supported_enhancements() == []
     with pytest.raises(errors.PluginError):
         installer.enhance("mail.default.test", "redirect")
