@@ -6,6 +6,7 @@ every handshake for that name. So each pair is read and parsed here first.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 from dataclasses import dataclass
@@ -19,6 +20,17 @@ from .model import CertFiles
 from .names import check_path
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+_PEM_ANY = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.DOTALL)
+
+
+def pem_digest(data: bytes) -> str:
+    """SHA-256 over the PEM blocks in ``data``, ignoring what lies between them.
+
+    The same value for key + chain files and for ``postmap -Fq`` output (which joins the files'
+    contents), so the compiled map can be checked against the very files that were checked.
+    """
+    blocks = [match.group(0).replace(b"\r\n", b"\n") for match in _PEM_ANY.finditer(data)]
+    return hashlib.sha256(b"\n".join(blocks)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,37 @@ def load_chain(data: bytes, path: str) -> List[x509.Certificate]:
         raise InputError(f"certificate chain {path} holds a PEM block that does not parse") from None
 
 
+def _not_after(cert: x509.Certificate) -> datetime.datetime:
+    # not_valid_after_utc appeared in cryptography 42; Debian 12 ships 38.
+    if hasattr(cert, "not_valid_after_utc"):
+        return cert.not_valid_after_utc  # type: ignore[no-any-return]
+    return cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+
+
+def check_chain(chain: List[x509.Certificate], path: str) -> None:
+    """The leaf, then each issuer in order; a lone leaf must be self-issued; the leaf not expired.
+
+    A leaf-only file (cert.pem given as the chain) makes clients that lack the intermediate fail,
+    which is the classic incomplete-chain mistake; refuse it rather than serve it.
+    """
+    leaf = chain[0]
+    if len(chain) == 1 and leaf.issuer != leaf.subject:
+        raise InputError(
+            f"certificate chain {path} holds only the leaf, not its issuers: use fullchain.pem, not cert.pem"
+        )
+    for index, (cert, issuer) in enumerate(zip(chain, chain[1:])):
+        if cert.issuer != issuer.subject:
+            raise InputError(
+                f"certificate chain {path} is out of order: certificate {index + 1} was not issued "
+                f"by certificate {index + 2}"
+            )
+    expiry = _not_after(leaf)
+    if expiry <= datetime.datetime.now(datetime.timezone.utc):
+        raise InputError(
+            f"certificate in {path} expired on {expiry:%Y-%m-%d %H:%M} UTC: renew it before deploying"
+        )
+
+
 def check_files(files: CertFiles) -> CheckedFiles:
     """Read, parse and match one key/full-chain pair; raise InputError with one line on any fault."""
     check_path(files.key)
@@ -75,10 +118,11 @@ def check_files(files: CertFiles) -> CheckedFiles:
     leaf = chain[0]
     if _public_der(key.public_key()) != _public_der(leaf.public_key()):
         raise InputError(f"private key {files.key} does not match the certificate in {files.fullchain}")
+    check_chain(chain, files.fullchain)
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns_names = tuple(str(n) for n in san.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         dns_names = ()
-    digest = hashlib.sha256(key_data + b"\0" + chain_data).hexdigest()
+    digest = pem_digest(key_data + b"\n" + chain_data)
     return CheckedFiles(files, dns_names, digest)

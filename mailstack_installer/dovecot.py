@@ -12,6 +12,8 @@ import glob
 import logging
 import os
 import re
+import shutil
+import tempfile
 from typing import Iterator, List, Optional, Tuple
 
 from . import fsutil, runner
@@ -122,11 +124,16 @@ class Dovecot:
         return fsutil.read_or_none(self.dropin)
 
     def install(self, text: str) -> None:
-        """Swap the new drop-in in, then validate the whole config; on failure put the old one back.
+        """Validate the new drop-in as a candidate, then swap it in atomically.
 
-        The daemon reads its configuration only on reload, so it never sees a refused drop-in.
+        Where the candidate cannot be validated on its own (see validate_candidate), it is swapped
+        in, the live configuration validated, and the old drop-in put back if Dovecot refuses it;
+        the daemon reads its configuration only on reload, so it never sees a refused drop-in.
         """
         self.check_included()
+        if self.validate_candidate(text):
+            fsutil.atomic_write(self.dropin, text.encode(), mode=0o644)
+            return
         previous = self.current()
         fsutil.atomic_write(self.dropin, text.encode(), mode=0o644)
         try:
@@ -134,6 +141,33 @@ class Dovecot:
         except BaseException:
             self.restore(previous)
             raise
+
+    def validate_candidate(self, text: str) -> bool:
+        """``doveconf -n -x`` on a private copy of the config tree holding the candidate drop-in.
+
+        Returns False (not validated) when the copy would not read the candidate: a drop-in outside
+        the config dir, or an include by absolute path that still points at the live files.
+        """
+        config_dir = os.path.dirname(self.conf)
+        rel = os.path.relpath(self.dropin, config_dir)
+        if rel.startswith(os.pardir + os.sep):
+            return False
+        with tempfile.TemporaryDirectory(prefix="mailstack-dovecot-check-") as tmp:
+            copy = os.path.join(tmp, "conf")
+            shutil.copytree(config_dir, copy, symlinks=True)
+            copy_dropin = os.path.join(copy, rel)
+            if not any(
+                glob_matches(p, copy_dropin)
+                for _, p in _included_files(os.path.join(copy, os.path.basename(self.conf)))
+            ):
+                return False
+            with open(copy_dropin, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            try:
+                self._doveconf_check(os.path.join(copy, os.path.basename(self.conf)))
+            except MisconfiguredError as exc:  # name the live files, not the private copy
+                raise MisconfiguredError(str(exc).replace(copy, config_dir)) from None
+        return True
 
     def restore(self, previous: Optional[bytes]) -> None:
         """Put back the drop-in as it was (``None``: there was none)."""
@@ -143,12 +177,18 @@ class Dovecot:
             fsutil.atomic_write(self.dropin, previous, mode=0o644)
 
     def validate(self) -> None:
+        self._doveconf_check(self.conf)
+
+    @staticmethod
+    def _doveconf_check(conf: str) -> None:
         # -x reads every <file, so a missing or unreadable certificate shows here; its output
         # holds private keys and is thrown away.
         try:
-            runner.run(["doveconf", "-n", "-x", "-c", self.conf], discard_stdout=True)
+            runner.run(["doveconf", "-n", "-x", "-c", conf], discard_stdout=True)
         except CommandError as exc:
-            raise MisconfiguredError(f"Dovecot refused the new configuration: {exc}") from None
+            raise MisconfiguredError(
+                f"Dovecot refused the new configuration: {runner.last_line(str(exc))}"
+            ) from None
 
     def base_dir(self) -> str:
         return runner.run(["doveconf", "-c", self.conf, "-h", "base_dir"]).stdout.strip()

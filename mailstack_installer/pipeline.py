@@ -229,7 +229,8 @@ class Pipeline:
             return
         # Everything that can be checked is checked before the first live file changes:
         # the candidate map is built and verified beside the live one, the include is confirmed.
-        candidate = postfix.build_candidate(plan) if postfix is not None and rebuild_map else None
+        changed = [lid for lid, lin in plan.lineages.items() if state.plan.lineages.get(lid) != lin]
+        candidate = postfix.build_candidate(plan, changed) if postfix is not None and rebuild_map else None
         previous_dropin = dovecot.current() if dovecot is not None else None
         swapped_dropin = False
         staged_state: Optional[str] = None

@@ -11,12 +11,13 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Set
+from typing import List, Optional, Sequence, Set
 
 from . import fsutil, runner
+from .certfiles import pem_digest
 from .constants import HEADER, MAP_SUFFIXES
 from .errors import MisconfiguredError, NotInstalledError
-from .model import Plan
+from .model import Lineage, Plan
 from .names import is_wildcard
 from .settings import Settings
 
@@ -119,8 +120,12 @@ class Postfix:
             "--postfix-map/--postfix-map-type at that map"
         )
 
-    def build_candidate(self, plan: Plan) -> Candidate:
-        """Write and compile the new map beside the live one, and prove every entry made it in."""
+    def build_candidate(self, plan: Plan, changed: Sequence[str] = ()) -> Candidate:
+        """Write and compile the new map beside the live one, and prove every entry made it in.
+
+        For each lineage id in ``changed``, one of its entries is also decoded and compared with
+        the digest of the files that were checked (postmap stores whatever bytes it finds).
+        """
         self.check_parameter()
         fsutil.check_owned(self.settings.postfix_map, "--postfix-map")
         source = fsutil.write_temp(self.settings.postfix_map, render_map(plan).encode(), mode=0o600)
@@ -130,6 +135,8 @@ class Postfix:
             result = runner.run(["postmap", "-F", "-c", self.dir, f"{self.map_type()}:{source}"])
             os.chmod(table, 0o600)  # postmap copies the source's mode; keys must stay private
             self._check_keys(candidate, keys_of(plan), result.stderr)
+            for lineage_id in changed:
+                self._check_content(candidate, plan.lineages[lineage_id])
         except BaseException:
             self.discard(candidate)
             raise
@@ -149,6 +156,17 @@ class Postfix:
             detail = runner.last_line(warnings) or "no warning from postmap"
             raise MisconfiguredError(
                 f"postmap left {len(missing)} name(s) out of the SNI map (first: {missing[0]}): {detail}"
+            )
+
+    def _check_content(self, candidate: Candidate, lineage: Lineage) -> None:
+        key = map_key(lineage.names[0])
+        decoded = runner.run(
+            ["postmap", "-c", self.dir, "-F", "-q", key, f"{self.map_type()}:{candidate.source}"]
+        ).stdout
+        if pem_digest(decoded.encode()) != lineage.digest:
+            raise MisconfiguredError(
+                f"the SNI map entry for {key} does not hold the key and chain that were checked "
+                f"({lineage.files.key}, {lineage.files.fullchain} changed meanwhile?): try again"
             )
 
     def commit(self, candidate: Candidate) -> None:

@@ -574,3 +574,20 @@ def test_deploy_hook_with_a_garbage_key_exits_2_with_one_line_and_changes_nothin
     diff = snapshot_diff(before, deployed.snapshot())
     assert not diff, "the failed deploy hook changed the configuration:\n" + "\n".join(diff)
     assert served_all(deployed.stack, GOOD_NAMES) == served_before
+
+
+def test_refused_dovecot_candidate_names_live_paths_and_never_goes_live(fresh: Lab) -> None:
+    """The candidate is validated in a private copy: its errors name the live config, not the copy."""
+    from mailstack_installer.dovecot import Dovecot
+
+    dovecot = Dovecot(fresh.pipeline().settings())
+    bad = (
+        'local_name "x.test" {\n'
+        "  ssl_cert = </nonexistent/fullchain.pem\n"
+        "  ssl_key = </nonexistent/key.pem\n}\n"
+    )
+    with pytest.raises(MailstackError) as info:
+        dovecot.validate_candidate(bad)
+    assert_one_line(str(info.value), "/nonexistent/")
+    assert "mailstack-dovecot-check" not in str(info.value)
+    assert not Path(dovecot.dropin).exists()
