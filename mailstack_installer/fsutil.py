@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from typing import Optional
@@ -87,3 +88,11 @@ def check_owned(path: str, option: str) -> None:
             f"{path} exists and was not written by certbot-mailstack: move it away (its entries "
             f"will not be kept) or choose another file with {option}"
         )
+
+
+def remove_stale_temps(path: str) -> None:
+    """Remove temp files a killed run left beside ``path`` (callers hold the state lock, so no
+    live run owns them); map candidates hold private keys and must not linger."""
+    directory, base = os.path.split(path)
+    for stale in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(base)}.*.mailstack-tmp*")):
+        remove_quietly(stale)

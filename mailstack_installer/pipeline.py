@@ -12,13 +12,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from . import service_managers
+from . import fsutil, service_managers
 from .certfiles import CheckedFiles, check_files
+from .confirm import confirm, leaf_fingerprint
 from .dovecot import Dovecot, render_dropin
 from .errors import CommandError, InputError, MisconfiguredError
+from .listeners import dovecot_listeners, postfix_listeners
 from .model import CertFiles, Lineage, Plan
 from .names import normalize_name
 from .postfix import Postfix, render_map
+from .previous import Previous
 from .settings import Settings, merge_options, resolve
 from .state import State, StateStore
 
@@ -58,6 +61,7 @@ class Pipeline:
     def __init__(self, config_dir: str, given: Optional[Mapping[str, Optional[str]]] = None) -> None:
         self.config_dir = config_dir
         self.store = StateStore(config_dir)
+        self.previous = Previous(self.store.directory)
         self.given: Mapping[str, Optional[str]] = given or {}
 
     # -- reading ------------------------------------------------------------------------------
@@ -120,32 +124,80 @@ class Pipeline:
         return outcome
 
     def reload_pending(self, outcome: Optional[Outcome] = None) -> Outcome:
-        """Reload each daemon whose configuration changed since its last reload, once."""
+        """Reload each daemon whose configuration changed, once, then confirm by handshakes that
+        it serves the changed lineages; if not, go back to the previous configuration."""
         outcome = outcome or Outcome()
         with self.store.locked():
             state = self.store.load()
             if not state.pending_reload:
                 return outcome
             settings = self.settings(state)
-            manager = service_managers.for_settings(settings)
-            postfix, dovecot = self.daemons(settings)
-            for service, daemon in (("postfix", postfix), ("dovecot", dovecot)):
-                if service not in state.pending_reload:
-                    continue
-                if daemon is not None and not daemon.is_running():
-                    self._warn(
-                        outcome,
-                        f"{service} is not running; it will serve the new certificates when it starts",
-                    )
-                elif daemon is not None:
-                    try:
-                        manager.reload(service)
-                    except CommandError as exc:
-                        raise MisconfiguredError(f"reloading {service} failed: {exc}") from None
-                    outcome.reloaded.append(service)
-                state.pending_reload.discard(service)
-                self.store.save(state)
+            reloaded = self._reload(settings, state, outcome)
+            try:
+                self._confirm(settings, state, reloaded, outcome)
+            except MisconfiguredError as exc:
+                self._roll_back(settings, state, outcome)
+                raise MisconfiguredError(
+                    f"{exc}; the previous configuration was restored and reloaded"
+                ) from None
+            state.unconfirmed.clear()
+            self.store.save(state)
+            self.previous.drop()
         return outcome
+
+    #: How many changed lineages are checked by handshake after a reload (each costs one handshake
+    #: per daemon; the full check of every name and port is ``certbot-mailstack verify``).
+    CONFIRM_SAMPLE = 3
+
+    def _reload(self, settings: Settings, state: State, outcome: Outcome) -> List[str]:
+        manager = service_managers.for_settings(settings)
+        postfix, dovecot = self.daemons(settings)
+        reloaded = []
+        for service, daemon in (("postfix", postfix), ("dovecot", dovecot)):
+            if service not in state.pending_reload:
+                continue
+            if daemon is not None and not daemon.is_running():
+                self._warn(
+                    outcome, f"{service} is not running; it will serve the new certificates when it starts"
+                )
+            elif daemon is not None:
+                try:
+                    manager.reload(service)
+                except CommandError as exc:
+                    raise MisconfiguredError(f"reloading {service} failed: {exc}") from None
+                reloaded.append(service)
+                outcome.reloaded.append(service)
+            state.pending_reload.discard(service)
+            self.store.save(state)
+        return reloaded
+
+    def _confirm(self, settings: Settings, state: State, reloaded: List[str], outcome: Outcome) -> None:
+        sample = [state.plan.lineages[lid] for lid in sorted(state.unconfirmed) if lid in state.plan.lineages]
+        expected = {
+            lin.names[0]: leaf_fingerprint(lin.files.fullchain) for lin in sample[: self.CONFIRM_SAMPLE]
+        }
+        if not expected:
+            return
+        for service in reloaded:
+            if service == "postfix":
+                listeners = postfix_listeners(settings.postfix_dir)
+            else:
+                listeners = dovecot_listeners(settings.dovecot_conf)
+            warning = confirm(service, listeners, expected)
+            if warning:
+                self._warn(outcome, warning)
+
+    def _roll_back(self, settings: Settings, state: State, outcome: Outcome) -> None:
+        """Back to the configuration last confirmed; reload both daemons with it."""
+        if not self.previous.exists():
+            self._warn(outcome, "no previous configuration was kept to go back to")
+            return
+        data = self.previous.restore(settings)
+        restored = State.from_json(data.decode(), self.store.path) if data else State(options=state.options)
+        restored.pending_reload, restored.unconfirmed = set(settings.services), set()
+        self.store.save(restored)
+        self.previous.drop()
+        self._reload(settings, restored, outcome)
 
     def mark_for_reload(self) -> None:
         """After certbot restored files from a checkpoint: recompile the map, reload both daemons."""
@@ -213,6 +265,8 @@ class Pipeline:
         outcome: Outcome,
     ) -> None:
         postfix, dovecot = self.daemons(settings)
+        for path in (settings.postfix_map, settings.dovecot_config, self.store.path):
+            fsutil.remove_stale_temps(path)
         map_text = render_map(plan)
         dropin_text = render_dropin(plan)
         rebuild_map = postfix is not None and (
@@ -234,6 +288,7 @@ class Pipeline:
         previous_dropin = dovecot.current() if dovecot is not None else None
         swapped_dropin = False
         staged_state: Optional[str] = None
+        saved_previous = False
         try:
             if dovecot is not None and write_dropin:
                 dovecot.check_included()
@@ -241,7 +296,10 @@ class Pipeline:
                 touched = self._touched_files(settings)
                 existing = {f for f in touched if os.path.exists(f)}
                 checkpoint(existing, touched - existing)
-            new_state = State(options, plan, set(state.pending_reload))
+            if not self.previous.exists():  # else it holds the last configuration confirmed served
+                self.previous.save(settings, self.store.path)
+                saved_previous = True
+            new_state = State(options, plan, set(state.pending_reload), set(state.unconfirmed) | set(changed))
             if rebuild_map:
                 new_state.pending_reload.add("postfix")
             if dovecot is not None and (write_dropin or content_changed):
@@ -256,6 +314,8 @@ class Pipeline:
         except BaseException:
             if staged_state is not None:
                 self.store.discard(staged_state)
+            if saved_previous:
+                self.previous.drop()
             if postfix is not None and candidate is not None:
                 postfix.discard(candidate)
             if dovecot is not None and swapped_dropin:
@@ -263,7 +323,8 @@ class Pipeline:
             raise
         outcome.changed += ["postfix"] if rebuild_map else []
         outcome.changed += ["dovecot"] if dovecot is not None and (write_dropin or content_changed) else []
-        state.plan, state.options, state.pending_reload = plan, options, new_state.pending_reload
+        state.plan, state.options = plan, options
+        state.pending_reload, state.unconfirmed = new_state.pending_reload, new_state.unconfirmed
 
 
 def _read_text(path: str) -> Optional[str]:

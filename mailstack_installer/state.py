@@ -29,6 +29,8 @@ class State:
     options: Dict[str, str] = field(default_factory=dict)
     plan: Plan = field(default_factory=Plan)
     pending_reload: Set[str] = field(default_factory=set)
+    #: Lineages changed since the daemons were last confirmed (by handshake) to serve them.
+    unconfirmed: Set[str] = field(default_factory=set)
 
     def to_json(self) -> str:
         lineages = {
@@ -44,6 +46,7 @@ class State:
             "version": STATE_VERSION,
             "options": self.options,
             "pending_reload": sorted(self.pending_reload),
+            "unconfirmed": sorted(self.unconfirmed),
             "lineages": lineages,
         }
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
@@ -62,6 +65,7 @@ class State:
                 options={str(k): str(v) for k, v in doc.get("options", {}).items()},
                 plan=Plan(lineages),
                 pending_reload={str(s) for s in doc.get("pending_reload", [])},
+                unconfirmed={str(s) for s in doc.get("unconfirmed", [])},
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MisconfiguredError(

@@ -1,0 +1,67 @@
+"""Verify step, part 2: after a reload, prove each daemon serves the new certificates.
+
+``doveadm reload`` exits 0 when Dovecot refuses the new configuration and keeps the old one, and
+Postfix picks up a table in new processes only; a TLS handshake with SNI is the one reliable judge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import time
+from typing import Dict, List, Optional
+
+from .errors import MisconfiguredError
+from .listeners import Listener
+from .probe import ProbeError, served_certificate
+
+
+def leaf_fingerprint(fullchain: str) -> str:
+    """SHA-256 of the first certificate (the leaf) in a PEM chain file."""
+    with open(fullchain, encoding="ascii", errors="replace") as handle:
+        text = handle.read()
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    pem = text[text.index(begin) : text.index(end) + len(end)]
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def _working_listener(listeners: List[Listener], timeout: float) -> Optional[Listener]:
+    for listener in listeners:
+        try:
+            served_certificate(listener.host, listener.port, listener.mode, None, timeout)
+            return listener
+        except ProbeError:
+            continue
+    return None
+
+
+def confirm(
+    daemon: str, listeners: List[Listener], expected: Dict[str, str], timeout: float = 10.0
+) -> Optional[str]:
+    """Wait until ``daemon`` serves ``expected`` (SNI name -> leaf fingerprint) on one of its listeners.
+
+    Returns a warning when no listener answers (nothing to judge by); raises MisconfiguredError
+    when a name is still served another certificate after ``timeout`` seconds.
+    """
+    listener = _working_listener(listeners, min(timeout, 5.0))
+    if listener is None:
+        where = ", ".join(str(item) for item in listeners) or "no TLS listener found in its configuration"
+        return f"could not confirm what {daemon} serves: no listener answered ({where})"
+    for name, want in expected.items():
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                got = hashlib.sha256(
+                    served_certificate(listener.host, listener.port, listener.mode, name, timeout)
+                ).hexdigest()
+            except ProbeError as exc:
+                got = f"no certificate ({exc})"
+            if got == want:
+                break
+            if time.monotonic() > deadline:
+                raise MisconfiguredError(
+                    f"{daemon} did not take the new configuration: {name} on {listener} is served "
+                    f"{got[:16]}, expected {want[:16]}"
+                )
+            time.sleep(0.2)
+    return None

@@ -1,0 +1,82 @@
+"""The last configuration the daemons were confirmed to serve, kept to go back to.
+
+Saved before a change when nothing is pending (the live files are then known good), dropped once
+the change is confirmed by handshakes. Restoring puts back the map source (recompiled), the
+Dovecot drop-in, ``tls_server_sni_maps`` and the state as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Dict, Optional
+
+from . import fsutil, runner
+from .errors import MisconfiguredError
+from .postfix import Postfix
+from .settings import Settings
+
+
+class Previous:
+    def __init__(self, state_dir: str) -> None:
+        self.directory = os.path.join(state_dir, "previous")
+        self.meta = os.path.join(self.directory, "meta.json")
+
+    def exists(self) -> bool:
+        return os.path.exists(self.meta)
+
+    def save(self, settings: Settings, state_path: str) -> None:
+        """Copy what is live now: map source, drop-in, state, and the tls_server_sni_maps value."""
+        self.drop()
+        try:
+            os.makedirs(self.directory, mode=0o700)
+        except OSError as exc:
+            raise MisconfiguredError(f"cannot create {self.directory}: {exc.strerror}") from None
+        files: Dict[str, Optional[str]] = {}
+        for label, path in (("map", settings.postfix_map), ("dropin", settings.dovecot_config),
+                            ("state", state_path)):  # fmt: skip
+            data = fsutil.read_or_none(path)
+            files[label] = path if data is not None else None
+            if data is not None:
+                fsutil.atomic_write(os.path.join(self.directory, label), data, mode=0o600)
+        sni_param = ""
+        if settings.uses("postfix"):
+            sni_param = " ".join(Postfix(settings).postconf("tls_server_sni_maps")).strip()
+        meta = {"files": files, "tls_server_sni_maps": sni_param}
+        fsutil.atomic_write(self.meta, json.dumps(meta).encode(), mode=0o600)
+
+    def restore(self, settings: Settings) -> Optional[bytes]:
+        """Put the map (recompiled), the drop-in and tls_server_sni_maps back; return the saved
+        state file's bytes (None if there was no state) for the caller to write."""
+        try:
+            with open(self.meta, encoding="utf-8") as handle:
+                meta = json.load(handle)
+            files = meta["files"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise MisconfiguredError(
+                f"cannot restore the previous configuration from {self.meta}: {exc}"
+            ) from None
+        for label, target, mode in (
+            ("map", settings.postfix_map, 0o600),
+            ("dropin", settings.dovecot_config, 0o644),
+        ):
+            saved = fsutil.read_or_none(os.path.join(self.directory, label))
+            if files.get(label) is None or saved is None:
+                fsutil.remove_quietly(target)
+            else:
+                fsutil.atomic_write(target, saved, mode=mode)
+        if settings.uses("postfix"):
+            postfix = Postfix(settings)
+            value = meta.get("tls_server_sni_maps", "")
+            if value:
+                runner.run(["postconf", "-c", postfix.dir, "-e", f"tls_server_sni_maps = {value}"])
+                postfix.rebuild_live()
+            else:
+                runner.run(["postconf", "-c", postfix.dir, "-X", "tls_server_sni_maps"])
+                for suffix in (".db", ".lmdb", ".cdb"):
+                    fsutil.remove_quietly(settings.postfix_map + suffix)
+        return fsutil.read_or_none(os.path.join(self.directory, "state")) if files.get("state") else None
+
+    def drop(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
