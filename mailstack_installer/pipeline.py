@@ -58,6 +58,9 @@ def covers(sans: Sequence[str], name: str) -> bool:
 class Pipeline:
     """Deploys lineages for one certbot config dir with the options in force."""
 
+    #: How long a run waits for another one to finish (a renewal and a manual run) before failing.
+    lock_timeout = 300.0
+
     def __init__(self, config_dir: str, given: Optional[Mapping[str, Optional[str]]] = None) -> None:
         self.config_dir = config_dir
         self.store = StateStore(config_dir)
@@ -85,7 +88,7 @@ class Pipeline:
     def deploy(self, requests: Sequence[Request], checkpoint: Optional[Checkpoint] = None) -> Outcome:
         """Map the requested names (re-pointing names other lineages had) and apply the result."""
         outcome = Outcome()
-        with self.store.locked():
+        with self.store.locked(self.lock_timeout):
             state = self.store.load()
             options = merge_options(state.options, self.given)
             settings = resolve(options)
@@ -103,7 +106,7 @@ class Pipeline:
     def refresh(self, lineage_dir: str) -> Optional[Outcome]:
         """Redeploy one lineage after renewal; None if this package does not manage it."""
         lineage_id = os.path.normpath(os.path.abspath(lineage_dir))
-        with self.store.locked():
+        with self.store.locked(self.lock_timeout):
             state = self.store.load()
             known = state.plan.lineages.get(lineage_id)
             if known is None:
@@ -127,7 +130,7 @@ class Pipeline:
         """Reload each daemon whose configuration changed, once, then confirm by handshakes that
         it serves the changed lineages; if not, go back to the previous configuration."""
         outcome = outcome or Outcome()
-        with self.store.locked():
+        with self.store.locked(self.lock_timeout):
             state = self.store.load()
             if not state.pending_reload:
                 return outcome
@@ -201,7 +204,7 @@ class Pipeline:
 
     def mark_for_reload(self) -> None:
         """After certbot restored files from a checkpoint: recompile the map, reload both daemons."""
-        with self.store.locked():
+        with self.store.locked(self.lock_timeout):
             state = self.store.load()
             settings = self.settings(state)
             postfix, _ = self.daemons(settings)
@@ -267,6 +270,8 @@ class Pipeline:
         postfix, dovecot = self.daemons(settings)
         for path in (settings.postfix_map, settings.dovecot_config, self.store.path):
             fsutil.remove_stale_temps(path)
+        for fixed in postfix.secure_live_files() if postfix is not None else []:
+            self._warn(outcome, f"private key material was exposed: {fixed}")
         map_text = render_map(plan)
         dropin_text = render_dropin(plan)
         rebuild_map = postfix is not None and (

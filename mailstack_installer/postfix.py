@@ -179,6 +179,23 @@ class Postfix:
             runner.run(["postconf", "-c", self.dir, "-e", f"tls_server_sni_maps = {self.map_ref}"])
             logger.info("set tls_server_sni_maps = %s in %s", self.map_ref, self.main_cf)
 
+    def secure_live_files(self) -> List[str]:
+        """The map source and table embed or point at private keys: make them root:root 0600 if
+        someone loosened them, and say so."""
+        fixed = []
+        for path in (self.settings.postfix_map, self.table_path):
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                continue
+            if info.st_mode & 0o077 or info.st_uid != 0 or info.st_gid != 0:
+                os.chown(path, 0, 0)
+                os.chmod(path, 0o600)
+                fixed.append(
+                    f"{path} was mode {info.st_mode & 0o777:04o} uid {info.st_uid}; now root:root 0600"
+                )
+        return fixed
+
     def discard(self, candidate: Candidate) -> None:
         for path in (candidate.source, candidate.table, candidate.table + "-lock"):
             fsutil.remove_quietly(path)

@@ -30,7 +30,7 @@ from mailstack_installer.model import CertFiles
 from mailstack_installer.pipeline import Outcome, Pipeline, Request
 from tests.lab.dovecot import DovecotInstance
 from tests.lab.postfix import PostfixInstance
-from tests.unit.helpers import make_lineage
+from tests.unit.helpers import make_issued_lineage, make_lineage
 
 from .conftest import Stack, pem_fingerprint
 
@@ -308,9 +308,21 @@ def _chain_pem_block_broken(files: CertFiles) -> str:
     return files.fullchain
 
 
+def _leaf_only_chain(files: CertFiles) -> str:
+    make_issued_lineage(Path(files.fullchain).parent, [BAD], leaf_only=True)
+    return files.fullchain
+
+
+def _expired_certificate(files: CertFiles) -> str:
+    make_issued_lineage(Path(files.fullchain).parent, [BAD], expired=True)
+    return files.fullchain
+
+
 @pytest.mark.parametrize(
     "damage",
     [
+        _leaf_only_chain,
+        _expired_certificate,
         _missing_key,
         _missing_chain,
         _key_is_directory,
@@ -591,3 +603,32 @@ def test_refused_dovecot_candidate_names_live_paths_and_never_goes_live(fresh: L
     assert_one_line(str(info.value), "/nonexistent/")
     assert "mailstack-dovecot-check" not in str(info.value)
     assert not Path(dovecot.dropin).exists()
+
+
+@contextlib.contextmanager
+def full_disk(path: Path) -> Iterator[None]:
+    """Put ``path`` on a tiny tmpfs holding its current files, then fill it: the next write fails ENOSPC."""
+    keep = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted in this sandbox: {mounted.stderr.strip()}")
+    try:
+        for name, data in keep.items():
+            (path / name).write_bytes(data)
+        with contextlib.suppress(OSError), open(path / "filler", "wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        yield
+    finally:
+        subprocess.run(["umount", str(path)], check=False, timeout=30)
+
+
+def test_disk_full_on_write_is_refused_naming_the_file(deployed: Lab) -> None:
+    files = deployed.lineage(BAD)
+    with full_disk(deployed.dropin.parent):
+        refusal = assert_refused(
+            deployed, lambda: deployed.pipeline().deploy([Request(files, (BAD,))]), str(deployed.dropin)
+        )
+    assert "No space left on device" in refusal.message

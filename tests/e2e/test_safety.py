@@ -142,3 +142,19 @@ def test_killed_run_leaves_old_or_new_served_and_the_next_run_completes(
     dirs = (stack.postfix.config_dir, stack.dovecot.config_dir / "conf.d", tmp_path / "le" / "mailstack")
     leftovers = [p for d in dirs for p in d.iterdir() if "mailstack-tmp" in p.name]
     assert not leftovers, f"temp files left behind: {leftovers}"
+
+
+def test_loosened_map_files_are_made_private_again_with_a_warning(tmp_path: Path, stack: Stack) -> None:
+    pipeline = pipeline_for(tmp_path, stack)
+    a = lineage(tmp_path, "a.test", ["mail.a.test"])
+    pipeline.deploy([a])
+    pipeline.reload_pending()
+    tables = sorted(stack.postfix.config_dir.glob("tls_server_sni_maps*"))
+    for path in tables:
+        path.chmod(0o644)
+
+    outcome = pipeline.refresh(str(Path(a.files.fullchain).parent))  # nothing else to do
+
+    assert outcome is not None and outcome.changed == []
+    assert any("exposed" in w for w in outcome.warnings)
+    assert {oct(p.stat().st_mode & 0o777) for p in tables} == {oct(0o600)}

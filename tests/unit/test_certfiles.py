@@ -5,7 +5,7 @@ from mailstack_installer.errors import InputError
 from mailstack_installer.model import CertFiles
 from mailstack_installer.pipeline import covers
 
-from .helpers import make_lineage
+from .helpers import make_issued_lineage, make_lineage
 
 
 def test_good_pair_gives_names_and_a_content_digest(tmp_path):
@@ -61,59 +61,25 @@ def test_wildcard_covers_exactly_one_label():
     assert covers(sans, "*.a.test")
 
 
-def _issued_chain(tmp_path, *, order_ok=True, expired=False, leaf_only=False):
-    """A CA-issued leaf written as privkey.pem + fullchain.pem (leaf, CA), with the given faults."""
-    import datetime
-
-    from cryptography import x509 as cx509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def build(subject, issuer, pub, signer, days, ca):
-        return (
-            cx509.CertificateBuilder()
-            .subject_name(cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(pub)
-            .serial_number(cx509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=30))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(cx509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .add_extension(cx509.SubjectAlternativeName([cx509.DNSName(subject)]), critical=False)
-            .sign(signer, hashes.SHA256())
-        )
-
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = build("ca.test", "ca.test", ca_key.public_key(), ca_key, 365, True)
-    leaf = build("a.test", "ca.test", leaf_key.public_key(), ca_key, -1 if expired else 90, False)
-    pem = serialization.Encoding.PEM
-    certs = [leaf] if leaf_only else ([leaf, ca] if order_ok else [ca, leaf])
-    live = tmp_path / "live"
-    live.mkdir()
-    (live / "privkey.pem").write_bytes(
-        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    (live / "fullchain.pem").write_bytes(b"".join(c.public_bytes(pem) for c in certs))
-    return CertFiles(str(live / "privkey.pem"), str(live / "fullchain.pem"))
-
-
 def test_issued_leaf_with_its_issuer_passes(tmp_path):
-    assert check_files(_issued_chain(tmp_path)).dns_names == ("a.test",)
+    assert check_files(issued(tmp_path)).dns_names == ("a.test",)
 
 
 def test_leaf_only_chain_is_refused_with_the_fix(tmp_path):
     with pytest.raises(InputError, match="only the leaf.*fullchain.pem"):
-        check_files(_issued_chain(tmp_path, leaf_only=True))
+        check_files(issued(tmp_path, leaf_only=True))
 
 
 def test_chain_out_of_order_is_refused(tmp_path):
     with pytest.raises(InputError, match="does not match|out of order"):
-        check_files(_issued_chain(tmp_path, order_ok=False))
+        check_files(issued(tmp_path, order_ok=False))
 
 
 def test_expired_certificate_is_refused(tmp_path):
     with pytest.raises(InputError, match="expired on"):
-        check_files(_issued_chain(tmp_path, expired=True))
+        check_files(issued(tmp_path, expired=True))
+
+
+def issued(tmp_path, **faults):
+    key, chain = make_issued_lineage(tmp_path / "live", ["a.test"], **faults)
+    return CertFiles(str(key), str(chain))
