@@ -1,5 +1,8 @@
 """Front door 2: the ``certbot-mailstack`` command, for work outside certbot's own verbs.
 
+``deploy-hook`` redeploys a renewed lineage; ``verify`` asks the daemons what they serve (verify.py);
+``status`` compares the state with the files on disk (status.py).
+
 Exit codes: 0 all good, 1 a check found a problem, 2 could not run. Expected failures print one
 line on stderr, never a traceback.
 """
@@ -10,13 +13,14 @@ import argparse
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional, TypeVar
 
-from . import __version__
+from . import __version__, probe, status, verify
 from .constants import DEFAULT_CONFIG_DIR
-from .errors import MailstackError
+from .errors import InputError, MailstackError, MisconfiguredError
 from .pipeline import Pipeline
 from .settings import OPTION_HELP, OPTION_NAMES
+from .state import State
 
 EXIT_OK, EXIT_PROBLEM, EXIT_ERROR = 0, 1, 2
 
@@ -51,6 +55,51 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_common()],
         help="redeploy the lineage in RENEWED_LINEAGE (certbot deploy hook; installed automatically)",
     )
+    check = sub.add_parser(
+        "verify",
+        parents=[_common()],
+        help="handshake with every mapped name on every mail port and compare the served certificates",
+        description="TLS handshake with SNI for every mapped name on every mail port; the served leaf "
+        "must be the lineage's leaf, its chain must verify, it must cover the name and not expire "
+        "within --expiry-days. Exit 0 all good, 1 a problem found, 2 could not check.",
+    )
+    check.add_argument("names", nargs="*", metavar="NAME", help="names to check (default: every mapped name)")
+    check.add_argument(
+        "--host", default=verify.DEFAULT_HOST, help="address to connect to (default: %(default)s)"
+    )
+    check.add_argument(
+        "--ports",
+        help="comma list of service=port to probe, services: " + ", ".join(probe.SERVICES) + " "
+        "(default: all seven on their usual ports, e.g. smtp=25,submission=587,imaps=993)",
+    )
+    check.add_argument("--ca-file", help="PEM file of trusted roots for chain checks (default: the system's)")
+    check.add_argument(
+        "--timeout", default=str(verify.DEFAULT_TIMEOUT), help="seconds per check (default: 10)"
+    )
+    check.add_argument(
+        "--expiry-days",
+        default=str(verify.DEFAULT_EXPIRY_DAYS),
+        help="flag certificates that expire within this many days (default: %(default)s)",
+    )
+    check.add_argument(
+        "--concurrency",
+        default=str(verify.DEFAULT_CONCURRENCY),
+        help="handshakes at once (default: %(default)s)",
+    )
+    check.add_argument("--json", action="store_true", help="print a JSON document (docs/verify.md)")
+    show = sub.add_parser(
+        "status",
+        parents=[_common()],
+        help="per name: lineage files, expiry, and whether the Postfix map and Dovecot drop-in are current",
+        description="Compare the state with the files on disk and in the daemons' configuration (no "
+        "handshakes). Exit 0 all good, 1 something is stale, missing or expiring, 2 could not check.",
+    )
+    show.add_argument(
+        "--expiry-days",
+        default=str(verify.DEFAULT_EXPIRY_DAYS),
+        help="flag certificates that expire within this many days (default: %(default)s)",
+    )
+    show.add_argument("--json", action="store_true", help="print a JSON document (docs/verify.md)")
     return parser
 
 
@@ -80,6 +129,51 @@ def deploy_hook(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+N = TypeVar("N", int, float)
+
+
+def _number(text: str, option: str, kind: Callable[[str], N], low: N, high: N) -> N:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise InputError(f"{option} {text!r}: give a number from {low} to {high}")
+    return value
+
+
+def _load_state(pipeline: Pipeline) -> State:
+    if not pipeline.store.exists():
+        raise MisconfiguredError(
+            f"no deployment recorded: {pipeline.store.path} does not exist (is --config-dir right?)"
+        )
+    return pipeline.store.load()
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    options = verify.Options(
+        host=args.host,
+        ports=verify.parse_ports(args.ports),
+        ca_file=args.ca_file,
+        timeout=_number(args.timeout, "--timeout", float, 0.1, 3600.0),
+        expiry_days=_number(args.expiry_days, "--expiry-days", int, 0, 100000),
+        concurrency=_number(args.concurrency, "--concurrency", int, 1, 1024),
+    )
+    state = _load_state(Pipeline(args.config_dir or DEFAULT_CONFIG_DIR, _given(args)))
+    report = verify.run(state.plan, args.names, options)
+    sys.stdout.write(verify.render_json(report) if args.json else verify.render_table(report))
+    return report.exit_code()
+
+
+def status_command(args: argparse.Namespace) -> int:
+    expiry_days = _number(args.expiry_days, "--expiry-days", int, 0, 100000)
+    pipeline = Pipeline(args.config_dir or DEFAULT_CONFIG_DIR, _given(args))
+    state = _load_state(pipeline)
+    report = status.collect(state, pipeline.store.path, pipeline.settings(state), expiry_days)
+    sys.stdout.write(status.render_json(report) if args.json else status.render_table(report))
+    return report.exit_code()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -89,11 +183,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "deploy-hook":
             return deploy_hook(args)
+        if args.command == "verify":
+            return verify_command(args)
+        if args.command == "status":
+            return status_command(args)
     except MailstackError as exc:
         print(f"certbot-mailstack: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("certbot-mailstack: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:  # e.g. "verify | head": the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     return EXIT_ERROR
 

@@ -49,6 +49,15 @@ def is_wildcard(name: str) -> bool:
     return name.startswith("*.")
 
 
+#: The label sent as SNI to check a wildcard name: clients never send ``*.example.com`` itself.
+WILDCARD_PROBE_LABEL = "mailstack-verify"
+
+
+def probe_name(name: str) -> str:
+    """The SNI name a client would send for a mapped name (a wildcard stands for one label)."""
+    return WILDCARD_PROBE_LABEL + name[1:] if is_wildcard(name) else name
+
+
 def check_path(path: str) -> str:
     """Return ``path`` if it can be written into a Postfix map line and a Dovecot setting unquoted."""
     if not path.startswith("/"):

@@ -19,7 +19,7 @@ from .dovecot import Dovecot, render_dropin
 from .errors import CommandError, InputError, MisconfiguredError
 from .listeners import dovecot_listeners, postfix_listeners
 from .model import CertFiles, Lineage, Plan
-from .names import normalize_name
+from .names import normalize_name, probe_name
 from .postfix import Postfix, render_map
 from .previous import Previous
 from .settings import Settings, merge_options, resolve
@@ -177,7 +177,8 @@ class Pipeline:
     def _confirm(self, settings: Settings, state: State, reloaded: List[str], outcome: Outcome) -> None:
         sample = [state.plan.lineages[lid] for lid in sorted(state.unconfirmed) if lid in state.plan.lineages]
         expected = {
-            lin.names[0]: leaf_fingerprint(lin.files.fullchain) for lin in sample[: self.CONFIRM_SAMPLE]
+            probe_name(lin.names[0]): leaf_fingerprint(lin.files.fullchain)
+            for lin in sample[: self.CONFIRM_SAMPLE]
         }
         if not expected:
             return

@@ -2,14 +2,18 @@
 
 Mail ports speak a plain-text protocol before TLS (SMTP/IMAP/POP3 STARTTLS) or TLS at once
 (SMTPS 465, IMAPS 993, POP3S 995). The leaf certificate is returned unverified: callers compare it
-with what they expect.
+with what they expect. ``inspect`` also says whether the served chain verifies and which TLS
+version was spoken, within one overall time budget per check.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
-from typing import Dict, Optional
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
 
 #: Mail service -> (usual port, how TLS starts: "smtp", "imap", "pop3" STARTTLS or "tls" at once).
 SERVICES: Dict[str, tuple[int, str]] = {
@@ -25,6 +29,15 @@ SERVICES: Dict[str, tuple[int, str]] = {
 
 class ProbeError(Exception):
     """The port did not answer, refused TLS, or spoke something unexpected."""
+
+
+class PortClosedError(ProbeError):
+    """Nothing listens on the port (connection refused)."""
+
+
+class PortError(ProbeError):
+    """The port accepted but did not get as far as a TLS handshake, or timed out: no name can be
+    checked on it. A plain ``ProbeError`` from ``inspect`` is a TLS failure for one server name."""
 
 
 def _read_line(sock: socket.socket) -> str:
@@ -93,3 +106,130 @@ def served_certificate(
     if not der:
         raise ProbeError(f"{host}:{port} ({mode}): no certificate served")
     return der
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What one server name got on one port: the leaf (DER), the TLS version, and whether the chain
+    verified (``chain_error`` is None) against the trust the caller gave."""
+
+    leaf: bytes
+    protocol: str
+    chain_error: Optional[str]
+
+
+def trust_context(ca_file: Optional[str] = None) -> ssl.SSLContext:
+    """A client context that verifies chains against ``ca_file`` (else the system's trust store).
+
+    Hostnames are not checked here: the caller matches the served names itself, so that one
+    handshake answers "does the chain verify" and "is the name covered" separately, the same on
+    every Python version (no X509_STRICT or partial-chain flags, which vary between them).
+    Raises OSError or ssl.SSLError if ``ca_file`` cannot be loaded.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    else:
+        context.load_default_certs()
+    return context
+
+
+@functools.cache
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket whose every read gets only what is left of one overall time budget, so a server
+    that trickles bytes cannot stretch a check beyond it (a per-call timeout would restart)."""
+
+    deadline = 0.0
+
+    def budget(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
+        self.settimeout(left)
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        self.budget()
+        return super().recv(bufsize, flags)
+
+
+def _connect(host: str, port: int, deadline: float) -> _DeadlineSocket:
+    where = f"{host}:{port}"
+    timeout = max(deadline - time.monotonic(), 0.001)
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        raise PortClosedError(f"{where}: connection refused") from None
+    except socket.timeout:
+        raise PortError(f"{where}: no TCP connection within the timeout") from None
+    except OSError as exc:
+        raise PortError(f"{where}: cannot connect: {exc.strerror or exc}") from None
+    sock = _DeadlineSocket(raw.family, raw.type, raw.proto, raw.detach())
+    sock.deadline = deadline
+    return sock
+
+
+def _attempt(
+    host: str, port: int, mode: str, server_name: Optional[str], context: ssl.SSLContext, deadline: float
+) -> Tuple[bytes, str]:
+    """One connection: STARTTLS if the mode needs it, one handshake; (leaf DER, TLS version).
+
+    ssl.SSLCertVerificationError passes through for the caller; everything else becomes ProbeError.
+    """
+    where = f"{host}:{port} ({mode})"
+    with _connect(host, port, deadline) as sock:
+        try:
+            _starttls(sock, mode)
+            sock.budget()
+        except socket.timeout:
+            raise PortError(f"{where}: timed out before TLS started") from None
+        except ProbeError as exc:
+            raise PortError(f"{where}: {exc}") from None
+        except OSError as exc:
+            raise PortError(f"{where}: {exc.strerror or exc} before TLS started") from None
+        try:
+            with context.wrap_socket(sock, server_hostname=server_name) as tls:
+                der = tls.getpeercert(binary_form=True)
+                protocol = tls.version() or "unknown"
+        except ssl.SSLCertVerificationError:
+            raise
+        except socket.timeout:
+            raise PortError(f"{where}: timed out in the TLS handshake") from None
+        except ssl.SSLError as exc:
+            raise ProbeError(f"{where}: TLS handshake failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise ProbeError(f"{where}: TLS handshake failed: {exc.strerror or exc}") from None
+    if not der:
+        raise ProbeError(f"{where}: no certificate served")
+    return der, protocol
+
+
+def inspect(
+    host: str,
+    port: int,
+    mode: str,
+    server_name: Optional[str],
+    trust: ssl.SSLContext,
+    timeout: float = 10.0,
+) -> Handshake:
+    """Handshake with SNI ``server_name`` (None: none), verifying the chain with ``trust``.
+
+    If the chain does not verify, a second connection without verification fetches the leaf. Both
+    share one budget of ``timeout`` seconds. Raises PortClosedError, PortError or ProbeError.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        der, protocol = _attempt(host, port, mode, server_name, trust, deadline)
+        return Handshake(der, protocol, None)
+    except ssl.SSLCertVerificationError as exc:
+        reason = str(exc.verify_message or exc.reason or exc)
+    der, protocol = _attempt(host, port, mode, server_name, _unverified_context(), deadline)
+    return Handshake(der, protocol, reason)

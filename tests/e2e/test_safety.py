@@ -158,3 +158,11 @@ def test_loosened_map_files_are_made_private_again_with_a_warning(tmp_path: Path
     assert outcome is not None and outcome.changed == []
     assert any("exposed" in w for w in outcome.warnings)
     assert {oct(p.stat().st_mode & 0o777) for p in tables} == {oct(0o600)}
+
+
+def test_wildcard_only_lineage_is_confirmed_with_a_concrete_name(tmp_path: Path, stack: Stack) -> None:
+    pipeline = pipeline_for(tmp_path, stack)
+    w = lineage(tmp_path, "w.test", ["*.w.test"])
+    pipeline.deploy([w])
+    pipeline.reload_pending()  # would roll back if it probed with the literal "*.w.test"
+    assert served_everywhere(stack, "imap.w.test") == {pem_fingerprint(Path(w.files.fullchain))}
