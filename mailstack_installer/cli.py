@@ -100,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="flag certificates that expire within this many days (default: %(default)s)",
     )
     show.add_argument("--json", action="store_true", help="print a JSON document (docs/verify.md)")
+    unmap = sub.add_parser(
+        "remove",
+        parents=[_common()],
+        help="unmap names, or all names of a lineage, from Postfix and Dovecot, and reload",
+    )
+    unmap.add_argument("names", nargs="*", metavar="NAME", help="names to unmap")
+    unmap.add_argument(
+        "--cert-name", action="append", help="unmap every name of this lineage (live/<name>); repeatable"
+    )
     return parser
 
 
@@ -150,6 +159,18 @@ def _load_state(pipeline: Pipeline) -> State:
     return pipeline.store.load()
 
 
+def remove_command(args: argparse.Namespace) -> int:
+    if not args.names and not args.cert_name:
+        print("certbot-mailstack: error: give the names to unmap, or --cert-name", file=sys.stderr)
+        return EXIT_ERROR
+    pipeline = Pipeline(args.config_dir or DEFAULT_CONFIG_DIR, _given(args))
+    outcome = pipeline.remove(args.names, args.cert_name or [])
+    pipeline.reload_pending(outcome)
+    changed = ", ".join(outcome.changed) or "nothing changed"
+    print(f"certbot-mailstack: removed; {changed}; reloaded: {', '.join(outcome.reloaded) or 'nothing'}")
+    return EXIT_OK
+
+
 def verify_command(args: argparse.Namespace) -> int:
     options = verify.Options(
         host=args.host,
@@ -187,6 +208,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return verify_command(args)
         if args.command == "status":
             return status_command(args)
+        if args.command == "remove":
+            return remove_command(args)
     except MailstackError as exc:
         print(f"certbot-mailstack: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -14,9 +14,10 @@ import os
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Union
 
 from certbot import errors, interfaces
+from certbot.display import util as display_util
 from certbot.plugins import common
 
-from . import hook
+from . import hook, listeners, verify
 from .errors import InputError, MailstackError, NotInstalledError
 from .model import CertFiles
 from .names import normalize_name
@@ -50,11 +51,19 @@ class Installer(common.Installer, interfaces.RenewDeployer):
         # deployment; every value is a string, so it survives certbot's renewal conf.
         for name in OPTION_NAMES:
             add(name, default=None, help=OPTION_HELP[name])
+        add(
+            "verify",
+            action="store_true",
+            default=False,
+            help="after each deployment or renewal, check by TLS handshakes on every mail port that the "
+            "deployed names are served their certificate, and report those that are not",
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._staged: Dict[str, Request] = {}
         self._touched_live_files = False  # set once this process is about to change live files
+        self._deployed_names: List[str] = []  # for --mailstack-verify
 
     def _pipeline(self) -> Pipeline:
         given = {name: self.conf(name) for name in OPTION_NAMES}
@@ -151,14 +160,21 @@ class Installer(common.Installer, interfaces.RenewDeployer):
         with _translated():
             if self._apply_staged():
                 self.finalize_checkpoint("mailstack deployment")
-            self._report(self._pipeline().reload_pending())
+            pipeline = self._pipeline()
+            self._report(pipeline.reload_pending())
+            if self.conf("verify") is True and self._deployed_names:
+                self._verify(pipeline)
 
     # -- renewal --------------------------------------------------------------------------------
 
     def renew_deploy(self, lineage: Any, *args: Any, **kwargs: Any) -> None:
         """Renewal path 1: rebuild for a lineage certbot renewed (restart() reloads afterwards)."""
         with _translated():
-            outcome = self._pipeline().refresh(os.path.dirname(lineage.fullchain_path))
+            pipeline = self._pipeline()
+            outcome = pipeline.refresh(os.path.dirname(lineage.fullchain_path))
+            if outcome is not None:
+                known = pipeline.store.load().plan.lineages.get(os.path.dirname(lineage.fullchain_path))
+                self._deployed_names += list(known.names) if known else []
         if outcome is None:
             logger.info("mailstack: %s is not deployed by mailstack; nothing to do", lineage.lineagename)
 
@@ -191,12 +207,36 @@ class Installer(common.Installer, interfaces.RenewDeployer):
         if not self._staged:
             return False
         requests = list(self._staged.values())
+        self._deployed_names += [normalize_name(n) for request in requests for n in request.names]
         with _translated():
             outcome = self._pipeline().deploy(requests, checkpoint=self._checkpoint)
             hook.install_hook(self.config.config_dir)
         self._staged.clear()
         self._report(outcome)
         return True
+
+    def _verify(self, pipeline: Pipeline) -> None:
+        """--mailstack-verify: report (not fail on) names a daemon does not serve correctly."""
+        settings = pipeline.settings()
+        postfix, dovecot = pipeline.daemons(settings)
+        found = []
+        if postfix is not None:
+            found += listeners.postfix_listeners(settings.postfix_dir)
+        if dovecot is not None:
+            found += listeners.dovecot_listeners(settings.dovecot_conf)
+        plan = pipeline.store.load().plan
+        names = [n for n in dict.fromkeys(self._deployed_names) if n in set(plan.names())]
+        problems = verify.problems_after_deploy(plan, names, found)
+        for line in problems:
+            logger.warning("mailstack verify: %s", line)
+        if problems:
+            display_util.notify(f"mailstack: {len(problems)} name/port check(s) failed; see the log or run "
+                                "certbot-mailstack verify")  # fmt: skip
+        else:
+            logger.info(
+                "mailstack verify: %d name(s) served correctly on %d listener(s)", len(names), len(found)
+            )
+        self._deployed_names.clear()
 
     @staticmethod
     def _report(outcome: Outcome) -> None:

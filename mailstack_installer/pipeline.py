@@ -126,6 +126,37 @@ class Pipeline:
             self._apply(state, settings, options, plan, changed, None, outcome)
         return outcome
 
+    def remove(self, names: Sequence[str] = (), lineage_names: Sequence[str] = ()) -> Outcome:
+        """Unmap ``names`` and every name of the lineages ``lineage_names`` (``live/<name>`` or a
+        lineage dir), through the same candidate/validate/swap path; reload with reload_pending()."""
+        outcome = Outcome()
+        with self.store.locked(self.lock_timeout):
+            state = self.store.load()
+            options = merge_options(state.options, self.given)
+            settings = resolve(options)
+            plan = state.plan
+            by_name = {name: lid for lid, lin in plan.lineages.items() for name in lin.names}
+            for lineage_name in lineage_names:
+                matches = [lid for lid in plan.lineages if lineage_name in (lid, os.path.basename(lid))]
+                if not matches:
+                    raise InputError(
+                        f"no deployed lineage is called {lineage_name} (see certbot-mailstack status)"
+                    )
+                plan = plan.without(matches)
+            for raw in names:
+                name = normalize_name(raw)
+                lid = by_name.get(name)
+                if lid is None:
+                    raise InputError(f"{name} is not mapped (see certbot-mailstack status)")
+                lineage = plan.lineages.get(lid)
+                if lineage is not None:
+                    kept = tuple(n for n in lineage.names if n != name)
+                    plan = plan.without([lid])
+                    if kept:
+                        plan = plan.with_lineage(Lineage(lineage.files, kept, lineage.digest))
+            self._apply(state, settings, options, plan, False, None, outcome)
+        return outcome
+
     def reload_pending(self, outcome: Optional[Outcome] = None) -> Outcome:
         """Reload each daemon whose configuration changed, once, then confirm by handshakes that
         it serves the changed lineages; if not, go back to the previous configuration."""

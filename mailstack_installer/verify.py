@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from . import probe
 from .certfiles import load_chain
 from .errors import InputError
+from .listeners import Listener
 from .model import CertFiles, Plan
 from .names import WILDCARD_PROBE_LABEL, normalize_name, probe_name
 
@@ -561,3 +562,38 @@ def render_json(report: Report) -> str:
         },
     }
     return json.dumps(doc, indent=1) + "\n"
+
+
+# -- after a deployment (the plugin's --mailstack-verify) ------------------------------------------
+
+
+def ports_from_listeners(listeners: Sequence[Listener]) -> Tuple[str, Tuple[Port, ...]]:
+    """The host and the ports to check, from the listeners the daemons' own configuration names."""
+    names = {
+        ("postfix", "smtp"): ["smtp", "submission"],
+        ("postfix", "tls"): ["smtps"],
+        ("dovecot", "imap"): ["imap"],
+        ("dovecot", "pop3"): ["pop3"],
+        ("dovecot", "tls"): ["imaps", "pop3s"],
+    }
+    ports: List[Port] = []
+    for listener in listeners:
+        free = names.get((listener.daemon, listener.mode), [])
+        if free:
+            ports.append(Port(free.pop(0), listener.port))
+    host = listeners[0].host if listeners else DEFAULT_HOST
+    return host, tuple(ports)
+
+
+def problems_after_deploy(plan: Plan, names: Sequence[str], listeners: Sequence[Listener]) -> List[str]:
+    """One line per name and port not served correctly (for the plugin to report)."""
+    host, ports = ports_from_listeners(listeners)
+    if not ports or not names:
+        return []
+    report = run(plan, names, Options(host=host, ports=ports))
+    return [
+        f"{check.name} on {check.port.service} {host}:{check.port.port}: {check.status}"
+        + (f" ({check.detail})" if check.detail else "")
+        for check in report.checks
+        if check.status not in (OK, SKIPPED)
+    ]
