@@ -173,6 +173,7 @@ class Installer(common.Installer, interfaces.RenewDeployer):
             pipeline = self._pipeline()
             outcome = pipeline.refresh(os.path.dirname(lineage.fullchain_path))
             if outcome is not None:
+                hook.install_hook(self.config.config_dir)  # keep it pointing at this Python and package
                 known = pipeline.store.load().plan.lineages.get(os.path.dirname(lineage.fullchain_path))
                 self._deployed_names += list(known.names) if known else []
         if outcome is None:

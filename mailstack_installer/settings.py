@@ -7,8 +7,9 @@ so the deploy hook, run from cron with no options, uses what the lineage was dep
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from .constants import CLI_DEFAULTS, DOVECOT_DROPIN, MAP_BASENAME, MAP_SUFFIXES, SERVICES
 from .errors import InputError
@@ -23,6 +24,8 @@ OPTION_NAMES: Tuple[str, ...] = (
     "dovecot-config",
     "service-manager",
     "services",
+    "reload-command",
+    "s6-scandir",
 )
 
 OPTION_HELP: Dict[str, str] = {
@@ -34,9 +37,13 @@ OPTION_HELP: Dict[str, str] = {
     "dovecot-dir": "Dovecot configuration directory holding dovecot.conf (default: /etc/dovecot)",
     "dovecot-config": "the one file this plugin owns in Dovecot's configuration "
     "(default: <dovecot-dir>/conf.d/99-mailstack-sni.conf)",
-    "service-manager": "how to reload: systemd, openrc, sysvinit, native, another registered "
-    "backend, or auto (default: auto)",
+    "service-manager": "how to reload: systemd, openrc, runit, s6, sysvinit, native, command "
+    "(runs --reload-command), another registered backend, or auto (default: auto)",
     "services": "comma list of the daemons to manage (default: postfix,dovecot)",
+    "reload-command": "with --service-manager command: the command line that reloads one daemon, "
+    "{service} replaced by postfix or dovecot; split like a shell would, run without one",
+    "s6-scandir": "s6 scan directory holding the daemons' service directories "
+    "(default: auto = the first of /run/service, /var/run/s6/services, /service that has them)",
 }
 
 
@@ -49,6 +56,8 @@ class Settings:
     dovecot_config: str
     service_manager: str
     services: Tuple[str, ...]
+    reload_command: str = ""  # only read by the ``command`` backend
+    s6_scandir: str = ""  # "" = look in the known scan directories
 
     @property
     def dovecot_conf(self) -> str:
@@ -73,6 +82,28 @@ def _path(options: Mapping[str, str], name: str, default: str) -> str:
         raise InputError(f"--{name}: {exc}") from None
 
 
+def _check_reload_command(command: str, services: Sequence[str]) -> None:
+    """Refuse, before anything changes, a command the ``command`` backend could not run right.
+
+    The same template is run once per daemon, so without ``{service}`` it could not tell Postfix
+    from Dovecot; that is only allowed when one daemon is managed.
+    """
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise InputError(f"--reload-command {command!r}: {exc}") from None
+    if not argv:
+        raise InputError(
+            "--service-manager command needs --reload-command: the command line that reloads one "
+            "daemon, with {service} where postfix or dovecot goes"
+        )
+    if len(services) > 1 and not any("{service}" in arg for arg in argv):
+        raise InputError(
+            f"--reload-command {command!r} has no {{service}}: it would run the same command for "
+            "postfix and dovecot; add {service} or manage one daemon with --services"
+        )
+
+
 def resolve(options: Mapping[str, str]) -> Settings:
     """Fill defaults (derived paths follow their directory) and check every value."""
     postfix_dir = _path(options, "postfix-dir", CLI_DEFAULTS["postfix-dir"])
@@ -85,12 +116,19 @@ def resolve(options: Mapping[str, str]) -> Settings:
     unknown = [s for s in services if s not in SERVICES]
     if unknown or not services:
         raise InputError(f"--services {raw_services!r}: give a comma list of {', '.join(SERVICES)}")
+    service_manager = options.get("service-manager") or CLI_DEFAULTS["service-manager"]
+    reload_command = options.get("reload-command") or ""
+    if service_manager == "command":  # other backends ignore it, so switching back needs no retyping
+        _check_reload_command(reload_command, services)
+    s6_scandir = options.get("s6-scandir") or "auto"
     return Settings(
         postfix_dir=postfix_dir,
         postfix_map=_path(options, "postfix-map", os.path.join(postfix_dir, MAP_BASENAME)),
         postfix_map_type=map_type,
         dovecot_dir=dovecot_dir,
         dovecot_config=_path(options, "dovecot-config", os.path.join(dovecot_dir, DOVECOT_DROPIN)),
-        service_manager=options.get("service-manager") or CLI_DEFAULTS["service-manager"],
+        service_manager=service_manager,
         services=services,
+        reload_command=reload_command,
+        s6_scandir="" if s6_scandir == "auto" else _path(options, "s6-scandir", s6_scandir),
     )

@@ -1,36 +1,35 @@
 """Shared test policy: end-to-end tests need root and the Debian packages.
 
 Outside CI they skip with the reason; with MAILSTACK_E2E=require (set by scripts/test.sh, which CI
-runs) a missing prerequisite fails the test instead, so CI can never go green by skipping.
+runs) a missing prerequisite FAILS each end-to-end test, so CI can never go green by skipping.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from typing import List
 
 import pytest
 
-NEEDED = ("postfix", "postmap", "postconf", "dovecot", "doveconf", "doveadm", "pebble")
+NEEDED = ("postfix", "postmap", "postconf", "dovecot", "doveconf", "doveadm", "pebble", "certbot")
 
 
-def _missing() -> list:
-    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+def missing_prerequisites() -> List[str]:
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin"
     gone = [tool for tool in NEEDED if shutil.which(tool, path=path) is None]
     if os.geteuid() != 0:
-        gone.append("root privileges")
+        gone.append("to run as root")
     return gone
 
 
-def pytest_collection_modifyitems(config, items):
-    missing = _missing()
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "e2e" not in item.keywords:
+        return
+    missing = missing_prerequisites()
     if not missing:
         return
-    reason = f"end-to-end test needs {', '.join(missing)} (scripts/setup.sh installs them)"
-    required = os.environ.get("MAILSTACK_E2E") == "require"
-    for item in items:
-        if "e2e" in item.keywords:
-            if required:
-                item.add_marker(pytest.mark.xfail(reason=reason, run=False, strict=True))
-            else:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    reason = f"end-to-end test needs {', '.join(missing)} (scripts/setup.sh installs the packages)"
+    if os.environ.get("MAILSTACK_E2E") == "require":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)

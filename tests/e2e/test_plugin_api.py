@@ -10,6 +10,7 @@ from certbot import errors
 from certbot.configuration import NamespaceConfig
 
 from mailstack_installer.installer import Installer
+from mailstack_installer.settings import OPTION_NAMES
 
 from .conftest import Stack
 
@@ -23,9 +24,9 @@ def make_installer(tmp_path: Path, **options: str) -> Installer:
         logs_dir=str(tmp_path / "logs"),
         server="https://acme.invalid/directory",
     )
-    for name in ("postfix-dir", "postfix-map", "postfix-map-type", "dovecot-dir", "dovecot-config",
-                 "service-manager", "services"):  # fmt: skip
+    for name in OPTION_NAMES:
         setattr(namespace, "mailstack_" + name.replace("-", "_"), options.get(name))
+    namespace.mailstack_verify = False
     config = NamespaceConfig(namespace)
     if hasattr(config, "set_argument_sources"):
         config.set_argument_sources({})
