@@ -73,7 +73,7 @@ def load_chain(data: bytes, path: str) -> List[x509.Certificate]:
         raise InputError(f"certificate chain {path} holds a PEM block that does not parse") from None
 
 
-def _not_after(cert: x509.Certificate) -> datetime.datetime:
+def not_after(cert: x509.Certificate) -> datetime.datetime:
     # not_valid_after_utc appeared in cryptography 42; Debian 12 ships 38.
     if hasattr(cert, "not_valid_after_utc"):
         return cert.not_valid_after_utc  # type: ignore[no-any-return]
@@ -97,7 +97,7 @@ def check_chain(chain: List[x509.Certificate], path: str) -> None:
                 f"certificate chain {path} is out of order: certificate {index + 1} was not issued "
                 f"by certificate {index + 2}"
             )
-    expiry = _not_after(leaf)
+    expiry = not_after(leaf)
     if expiry <= datetime.datetime.now(datetime.timezone.utc):
         raise InputError(
             f"certificate in {path} expired on {expiry:%Y-%m-%d %H:%M} UTC: renew it before deploying"

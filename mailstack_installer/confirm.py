@@ -7,22 +7,12 @@ Postfix picks up a table in new processes only; a TLS handshake with SNI is the 
 from __future__ import annotations
 
 import hashlib
-import ssl
 import time
 from typing import Dict, List, Optional
 
 from .errors import MisconfiguredError
 from .listeners import Listener
 from .probe import ProbeError, served_certificate
-
-
-def leaf_fingerprint(fullchain: str) -> str:
-    """SHA-256 of the first certificate (the leaf) in a PEM chain file."""
-    with open(fullchain, encoding="ascii", errors="replace") as handle:
-        text = handle.read()
-    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
-    pem = text[text.index(begin) : text.index(end) + len(end)]
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
 def _working_listener(listeners: List[Listener], timeout: float) -> Optional[Listener]:

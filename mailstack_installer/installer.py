@@ -219,14 +219,10 @@ class Installer(common.Installer, interfaces.RenewDeployer):
     def _verify(self, pipeline: Pipeline) -> None:
         """--mailstack-verify: report (not fail on) names a daemon does not serve correctly."""
         settings = pipeline.settings()
-        postfix, dovecot = pipeline.daemons(settings)
-        found = []
-        if postfix is not None:
-            found += listeners.postfix_listeners(settings.postfix_dir)
-        if dovecot is not None:
-            found += listeners.dovecot_listeners(settings.dovecot_conf)
+        found = [item for service in settings.services for item in listeners.for_daemon(settings, service)]
         plan = pipeline.store.load().plan
-        names = [n for n in dict.fromkeys(self._deployed_names) if n in set(plan.names())]
+        mapped = set(plan.names())
+        names = [n for n in dict.fromkeys(self._deployed_names) if n in mapped]
         problems = verify.problems_after_deploy(plan, names, found)
         for line in problems:
             logger.warning("mailstack verify: %s", line)

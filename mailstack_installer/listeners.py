@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from . import runner
+from .settings import Settings
 
 _LOOPBACK = "127.0.0.1"
 
@@ -96,3 +97,10 @@ def dovecot_listeners(conf: str) -> List[Listener]:
             key, _, value = line.partition(" = ")
             settings[key] = value
     return found
+
+
+def for_daemon(settings: Settings, daemon: str) -> List[Listener]:
+    """The TLS listeners of ``daemon`` ("postfix" or "dovecot") as its configuration names them."""
+    if daemon == "postfix":
+        return postfix_listeners(settings.postfix_dir)
+    return dovecot_listeners(settings.dovecot_conf)

@@ -12,18 +12,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from . import fsutil, service_managers
+from . import fsutil, listeners, service_managers
 from .certfiles import CheckedFiles, check_files
-from .confirm import confirm, leaf_fingerprint
+from .confirm import confirm
 from .dovecot import Dovecot, render_dropin
 from .errors import CommandError, InputError, MisconfiguredError
-from .listeners import dovecot_listeners, postfix_listeners
 from .model import CertFiles, Lineage, Plan
 from .names import normalize_name, probe_name
 from .postfix import Postfix, render_map
 from .previous import Previous
 from .settings import Settings, merge_options, resolve
 from .state import State, StateStore
+from .verify import lineage_leaf
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,12 @@ class Pipeline:
 
     def settings(self, state: Optional[State] = None) -> Settings:
         state = self.store.load() if state is None else state
-        return resolve(merge_options(state.options, self.given))
+        return self._resolved(state)[1]
+
+    def _resolved(self, state: State) -> Tuple[Dict[str, str], Settings]:
+        """The options in force (persisted, overridden by those given now) and their settings."""
+        options = merge_options(state.options, self.given)
+        return options, resolve(options)
 
     def daemons(self, settings: Settings) -> Tuple[Optional[Postfix], Optional[Dovecot]]:
         postfix = Postfix(settings) if settings.uses("postfix") else None
@@ -90,8 +95,7 @@ class Pipeline:
         outcome = Outcome()
         with self.store.locked(self.lock_timeout):
             state = self.store.load()
-            options = merge_options(state.options, self.given)
-            settings = resolve(options)
+            options, settings = self._resolved(state)
             plan, content_changed = state.plan, False
             for request in requests:
                 checked = check_files(request.files)
@@ -112,8 +116,7 @@ class Pipeline:
             if known is None:
                 return None
             outcome = Outcome()
-            options = merge_options(state.options, self.given)
-            settings = resolve(options)
+            options, settings = self._resolved(state)
             checked = check_files(known.files)
             names = tuple(n for n in known.names if covers(checked.dns_names, n))
             dropped = [n for n in known.names if n not in names]
@@ -132,8 +135,7 @@ class Pipeline:
         outcome = Outcome()
         with self.store.locked(self.lock_timeout):
             state = self.store.load()
-            options = merge_options(state.options, self.given)
-            settings = resolve(options)
+            options, settings = self._resolved(state)
             plan = state.plan
             by_name = {name: lid for lid, lin in plan.lineages.items() for name in lin.names}
             for lineage_name in lineage_names:
@@ -208,17 +210,13 @@ class Pipeline:
     def _confirm(self, settings: Settings, state: State, reloaded: List[str], outcome: Outcome) -> None:
         sample = [state.plan.lineages[lid] for lid in sorted(state.unconfirmed) if lid in state.plan.lineages]
         expected = {
-            probe_name(lin.names[0]): leaf_fingerprint(lin.files.fullchain)
+            probe_name(lin.names[0]): lineage_leaf(lin.files).fingerprint
             for lin in sample[: self.CONFIRM_SAMPLE]
         }
         if not expected:
             return
         for service in reloaded:
-            if service == "postfix":
-                listeners = postfix_listeners(settings.postfix_dir)
-            else:
-                listeners = dovecot_listeners(settings.dovecot_conf)
-            warning = confirm(service, listeners, expected)
+            warning = confirm(service, listeners.for_daemon(settings, service), expected)
             if warning:
                 self._warn(outcome, warning)
 

@@ -91,21 +91,11 @@ def _starttls(sock: socket.socket, mode: str) -> None:
 def served_certificate(
     host: str, port: int, mode: str, server_name: Optional[str], timeout: float = 10.0
 ) -> bytes:
-    """DER of the leaf certificate served on ``host:port``; SNI ``server_name`` (None: no SNI)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            raw.settimeout(timeout)
-            _starttls(raw, mode)
-            with context.wrap_socket(raw, server_hostname=server_name) as tls:
-                der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError) as exc:
-        raise ProbeError(f"{host}:{port} ({mode}): {exc}") from None
-    if not der:
-        raise ProbeError(f"{host}:{port} ({mode}): no certificate served")
-    return der
+    """DER of the leaf certificate served on ``host:port``; SNI ``server_name`` (None: no SNI).
+
+    Unverified: callers compare the leaf with what they expect. One budget of ``timeout`` seconds.
+    """
+    return _attempt(host, port, mode, server_name, _unverified_context(), time.monotonic() + timeout)[0]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import probe
-from .certfiles import load_chain
+from .certfiles import load_chain, not_after
 from .errors import InputError
 from .listeners import Listener
 from .model import CertFiles, Plan
@@ -137,14 +137,6 @@ class CertInfo:
         return math.floor((self.not_after - now).total_seconds() / 86400)
 
 
-def _not_after(cert: x509.Certificate) -> datetime.datetime:
-    # not_valid_after_utc appeared in cryptography 42 (and not_valid_after warns there); Debian 12 has 38.
-    when = getattr(cert, "not_valid_after_utc", None)
-    if isinstance(when, datetime.datetime):
-        return when
-    return cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
-
-
 def cert_info(der: bytes) -> CertInfo:
     """Parse a DER certificate; raises ValueError if it does not parse."""
     cert = x509.load_der_x509_certificate(der)
@@ -154,7 +146,7 @@ def cert_info(der: bytes) -> CertInfo:
     except x509.ExtensionNotFound:
         dns_names = ()
     return CertInfo(
-        hashlib.sha256(der).hexdigest(), cert.subject.rfc4514_string(), dns_names, _not_after(cert)
+        hashlib.sha256(der).hexdigest(), cert.subject.rfc4514_string(), dns_names, not_after(cert)
     )
 
 
