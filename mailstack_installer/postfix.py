@@ -69,23 +69,53 @@ class Postfix:
         return out.splitlines()
 
     def map_type(self) -> str:
-        """The table type: as given, else the one tls_server_sni_maps already uses, else the default."""
+        """The table type: as given, else the one tls_server_sni_maps already uses, else the default.
+
+        A type this Postfix cannot build is refused saying why, where an ``auto`` type came from and
+        which type it can build instead: hash and btree need Berkeley DB, which RHEL 10 and Alpine
+        build without, and lmdb and cdb are separate packages on Debian.
+        """
         if self._map_type is None:
-            chosen = self.settings.postfix_map_type
+            chosen, in_use = self.settings.postfix_map_type, None
             if chosen == "auto":
-                chosen = self._type_in_use() or self.postconf("default_database_type")[0].strip()
+                in_use = self._type_in_use()
+                chosen = in_use or "".join(self.postconf("default_database_type")).strip()
             supported = runner.run(["postconf", "-c", self.dir, "-m"]).stdout.split()
+            if chosen in MAP_SUFFIXES and chosen in supported:
+                self._map_type = chosen
+                return chosen
+            origin = ""
+            if self.settings.postfix_map_type == "auto":
+                if in_use:
+                    source = f"tls_server_sni_maps in {self.main_cf}"
+                elif runner.run(["postconf", "-c", self.dir, "-n", "default_database_type"]).stdout.strip():
+                    source = f"default_database_type in {self.main_cf}"
+                else:
+                    source = "Postfix's built-in default_database_type"
+                origin = f" (--postfix-map-type auto took it from {source})"
+            bdb = ("hash", "btree")
             if chosen not in MAP_SUFFIXES:
-                raise MisconfiguredError(
-                    f"Postfix map type {chosen!r} cannot hold an SNI map: use one of "
-                    f"{', '.join(t for t in MAP_SUFFIXES if t in supported)} (--postfix-map-type)"
+                problem = f"Postfix map type {chosen!r}{origin} cannot hold an SNI map"
+            elif chosen in bdb and not any(t in supported for t in bdb):
+                problem = (
+                    f"this Postfix is built without Berkeley DB, so map type {chosen}{origin} is unavailable"
                 )
-            if chosen not in supported:
-                raise MisconfiguredError(
-                    f"this Postfix does not support map type {chosen} (postconf -m lists "
-                    f"{', '.join(supported)}): choose another with --postfix-map-type"
+            elif chosen in bdb:
+                problem = f"this Postfix does not support map type {chosen}{origin}"
+            else:
+                problem = (
+                    f"this Postfix does not support map type {chosen}{origin} "
+                    f"(is its postfix-{chosen} package installed?)"
                 )
-            self._map_type = chosen
+            usable = [t for t in ("lmdb", "cdb", "hash", "btree") if t in supported and t != chosen]
+            if usable:
+                advice = f"use --postfix-map-type {usable[0]} (postconf -m lists: {', '.join(supported)})"
+            else:
+                advice = (
+                    f"postconf -m lists none of {', '.join(MAP_SUFFIXES)}: install Postfix's lmdb or cdb "
+                    "support (e.g. the postfix-lmdb package)"
+                )
+            raise MisconfiguredError(f"{problem}: {advice}")
         return self._map_type
 
     def _current_maps(self) -> List[str]:

@@ -7,5 +7,7 @@ bash scripts/setup.sh
 .venv/bin/ruff check mailstack_installer tests
 .venv/bin/ruff format --check mailstack_installer
 .venv/bin/mypy mailstack_installer
+# The sdist and wheel as shipped: contents, a clean install, plugin discovery (scripts/check-build.sh).
+bash scripts/check-build.sh
 # End-to-end tests must not skip here: a missing daemon is a failure (MAILSTACK_E2E=require).
 MAILSTACK_E2E=require .venv/bin/python -m pytest -ra "$@"
