@@ -1,7 +1,8 @@
 """Front door 2: the ``certbot-mailstack`` command, for work outside certbot's own verbs.
 
-``deploy-hook`` redeploys a renewed lineage; ``verify`` asks the daemons what they serve (verify.py);
-``status`` compares the state with the files on disk (status.py).
+``deploy`` imports existing lineages in bulk; ``deploy-hook`` redeploys a renewed lineage and
+``post-hook`` reloads once at the end of a renew run; ``verify`` asks the daemons what they serve
+(verify.py); ``status`` compares the state with the files on disk (status.py).
 
 Exit codes: 0 all good, 1 a check found a problem, 2 could not run. Expected failures print one
 line on stderr, never a traceback.
@@ -13,9 +14,9 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, List, Optional, TextIO, TypeVar
 
-from . import __version__, probe, status, verify
+from . import __version__, hook, probe, status, verify
 from .constants import DEFAULT_CONFIG_DIR
 from .errors import InputError, MailstackError, MisconfiguredError
 from .pipeline import Pipeline
@@ -50,10 +51,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    sub.add_parser(
+    bulk = sub.add_parser(
+        "deploy",
+        parents=[_common()],
+        help="map every DNS name of existing lineages (live/<name>) into Postfix and Dovecot, then reload",
+        description="Map every DNS name of certbot's existing lineages, read from <config-dir>/live/<name>/: "
+        "the migration path for a host that already has certificates. A lineage that fails its checks is "
+        "reported and skipped. Each daemon is reloaded once at the end. Exit 0 all deployed, 1 some "
+        "lineages failed, 2 could not run.",
+    )
+    bulk.add_argument("--all", action="store_true", help="every lineage under <config-dir>/live")
+    bulk.add_argument("--cert-name", action="append", help="the lineage live/<name>; repeatable")
+    hook_cmd = sub.add_parser(
         "deploy-hook",
         parents=[_common()],
         help="redeploy the lineage in RENEWED_LINEAGE (certbot deploy hook; installed automatically)",
+    )
+    hook_cmd.add_argument(
+        "--defer-reload",
+        action="store_true",
+        help="leave the reload to the post hook when it is installed (certbot runs it once per run)",
+    )
+    sub.add_parser(
+        "post-hook",
+        parents=[_common()],
+        help="reload each daemon whose configuration changed, once "
+        "(certbot post hook; installed automatically)",
     )
     check = sub.add_parser(
         "verify",
@@ -131,11 +154,84 @@ def deploy_hook(args: argparse.Namespace) -> int:
     outcome = pipeline.refresh(lineage)
     if outcome is None:
         return EXIT_OK  # not ours: certbot runs deploy hooks for every lineage
+    changed = ", ".join(outcome.changed) or "unchanged"
+    if args.defer_reload and hook.post_hook_installed(config_dir):
+        print(f"certbot-mailstack: {os.path.basename(lineage)}: {changed}; reload at the end of the run")
+        return EXIT_OK
     pipeline.reload_pending(outcome)  # its warnings went to stderr through logging
     done = ", ".join(outcome.reloaded) or "nothing to reload"
-    changed = ", ".join(outcome.changed) or "unchanged"
     print(f"certbot-mailstack: {os.path.basename(lineage)}: {changed}; reloaded: {done}")
     return EXIT_OK
+
+
+def post_hook(args: argparse.Namespace) -> int:
+    pipeline = Pipeline(args.config_dir or DEFAULT_CONFIG_DIR, _given(args))
+    if not pipeline.store.exists():
+        return EXIT_OK  # this config dir has never had a mailstack deployment
+    outcome = pipeline.reload_pending()
+    if outcome.reloaded:
+        print(f"certbot-mailstack: reloaded {', '.join(outcome.reloaded)}")
+    return EXIT_OK
+
+
+def _lineage_dirs(config_dir: str, everything: bool, names: List[str]) -> List[str]:
+    live = os.path.join(config_dir, "live")
+    if everything:
+        try:
+            entries = sorted(os.listdir(live))
+        except OSError as exc:
+            raise MisconfiguredError(f"cannot list lineages in {live}: {exc.strerror}") from None
+        return [os.path.join(live, e) for e in entries if os.path.isdir(os.path.join(live, e))]
+    for name in names:
+        if not name or "/" in name or name in (".", ".."):
+            raise InputError(f"--cert-name {name!r}: give a lineage name as in {live}/<name>")
+    return [os.path.join(live, name) for name in names]
+
+
+def deploy_command(args: argparse.Namespace) -> int:
+    if args.all == bool(args.cert_name):
+        print("certbot-mailstack: error: give either --all or --cert-name NAME", file=sys.stderr)
+        return EXIT_ERROR
+    config_dir = args.config_dir or DEFAULT_CONFIG_DIR
+    dirs = _lineage_dirs(config_dir, args.all, args.cert_name or [])
+    bar = ProgressBar(sys.stderr)
+    pipeline = Pipeline(config_dir, _given(args))
+    imported = pipeline.import_lineages(dirs, bar.update)
+    bar.clear()
+    for lineage_dir, error in imported.failed:
+        print(f"certbot-mailstack: error: {os.path.basename(lineage_dir)}: {error}", file=sys.stderr)
+    if imported.deployed:
+        hook.install_hooks(config_dir)
+    pipeline.reload_pending(imported.outcome)
+    reloaded = ", ".join(dict.fromkeys(imported.outcome.reloaded)) or "nothing"
+    print(
+        f"certbot-mailstack: deployed {len(imported.deployed)} of {len(dirs)} lineage(s), "
+        f"{imported.names} name(s); {len(imported.failed)} failed; reloaded: {reloaded}"
+    )
+    return EXIT_PROBLEM if imported.failed else EXIT_OK
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal; silent when the stream is not one (cron, pipes)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.shown = stream.isatty()
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        if not self.shown or total == 0:
+            return
+        filled = self.WIDTH * done // total
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        self.stream.write(f"\r{phase:<9} [{bar}] {done}/{total}")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
 
 
 N = TypeVar("N", int, float)
@@ -204,6 +300,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "deploy-hook":
             return deploy_hook(args)
+        if args.command == "post-hook":
+            return post_hook(args)
+        if args.command == "deploy":
+            return deploy_command(args)
         if args.command == "verify":
             return verify_command(args)
         if args.command == "status":

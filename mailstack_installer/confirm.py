@@ -16,9 +16,15 @@ from .probe import ProbeError, served_certificate
 
 
 def _working_listener(listeners: List[Listener], timeout: float) -> Optional[Listener]:
+    """The first listener that completes a handshake within ``timeout`` seconds in all: a closed
+    port fails at once, a daemon still reading its configuration may take most of it."""
+    deadline = time.monotonic() + timeout
     for listener in listeners:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
         try:
-            served_certificate(listener.host, listener.port, listener.mode, None, timeout)
+            served_certificate(listener.host, listener.port, listener.mode, None, left)
             return listener
         except ProbeError:
             continue
@@ -33,7 +39,7 @@ def confirm(
     Returns a warning when no listener answers (nothing to judge by); raises MisconfiguredError
     when a name is still served another certificate after ``timeout`` seconds.
     """
-    listener = _working_listener(listeners, min(timeout, 5.0))
+    listener = _working_listener(listeners, timeout)
     if listener is None:
         where = ", ".join(str(item) for item in listeners) or "no TLS listener found in its configuration"
         return f"could not confirm what {daemon} serves: no listener answered ({where})"

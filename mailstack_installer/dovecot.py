@@ -7,14 +7,18 @@ files) before any reload, and restored at once if validation fails.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
-from typing import Iterator, List, Optional, Tuple
+import time
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from . import fsutil, runner
 from .constants import HEADER
@@ -28,35 +32,103 @@ logger = logging.getLogger(__name__)
 _INCLUDE = re.compile(r"^\s*!include(?:_try)?\s+(\S+)")
 
 
-def _blocks(plan: Plan) -> List[Tuple[Tuple[str, ...], CertFiles]]:
-    """One block per lineage for its exact names, then one per lineage for its wildcards.
+@dataclass(frozen=True)
+class Rendered:
+    """A drop-in ready to install: its text, the part to validate, its memory limit and size."""
 
-    Dovecot 2.3 takes the first matching block, so every exact name precedes every wildcard.
-    A block per lineage (not per name) keeps the config process small on hosts with many names.
+    text: str
+    check_text: str
+    limit_mb: Optional[int]
+    blocks: int
+
+
+#: Dovecot 2.3's config process holds every ``local_name`` block with its files' contents: about
+#: 130 KB of address space each (FACTS §3.3); its ``service config { vsz_limit }`` defaults to 256 MB.
+BLOCK_KB = 160
+BASE_MB = 64
+DEFAULT_LIMIT_MB = 256
+
+
+def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], CertFiles]]:
+    """The ``local_name`` blocks in the order the given Dovecot version needs.
+
+    2.3 takes the first matching block, so every exact name precedes every wildcard, and one block
+    per lineage lists all its names (keeping the config process small on hosts with many names).
+    2.4 takes one name per block and the last match, so wildcards come first.
     """
-    exact, wild = [], []
+    exact: List[Tuple[Tuple[str, ...], CertFiles]] = []
+    wild: List[Tuple[Tuple[str, ...], CertFiles]] = []
     for lineage in sorted(plan.lineages.values(), key=lambda lin: lin.id):
         names = sorted(lineage.names)
         plain = tuple(n for n in names if not is_wildcard(n))
         stars = tuple(n for n in names if is_wildcard(n))
+        if syntax == "2.4":
+            exact += [((n,), lineage.files) for n in plain]
+            wild += [((n,), lineage.files) for n in stars]
+            continue
         if plain:
             exact.append((plain, lineage.files))
         if stars:
             wild.append((stars, lineage.files))
-    return exact + wild
+    return wild + exact if syntax == "2.4" else exact + wild
 
 
-def render_dropin(plan: Plan) -> str:
-    """Dovecot 2.3 syntax: ``local_name "a b" { ssl_cert = <fullchain  ssl_key = <key }``."""
+def block_count(plan: Plan, syntax: str = "2.3") -> int:
+    return len(_blocks(plan, syntax))
+
+
+def required_limit_mb(blocks: int) -> int:
+    """Address space the 2.3 config process needs for ``blocks`` blocks, with some margin."""
+    return BASE_MB + (blocks * BLOCK_KB + 1023) // 1024
+
+
+def render_dropin(plan: Plan, syntax: str = "2.3", config_limit_mb: Optional[int] = None) -> str:
+    """The drop-in: an optional ``service config`` memory limit, then the ``local_name`` blocks.
+
+    2.3: ``local_name "a b" { ssl_cert = <fullchain  ssl_key = <key }`` (``<`` reads the file);
+    2.4: ``local_name a { ssl_server_cert_file = fullchain  ssl_server_key_file = key }`` (paths).
+    """
     out = [f"# {HEADER}\n"]
-    for names, files in _blocks(plan):
+    if config_limit_mb is not None:
         out.append(
-            f'local_name "{" ".join(names)}" {{\n'
-            f"  ssl_cert = <{files.fullchain}\n"
-            f"  ssl_key = <{files.key}\n"
-            "}\n"
+            "# Raised by certbot-mailstack: the config process holds every local_name block.\n"
+            f"service config {{\n  vsz_limit = {config_limit_mb}M\n}}\n"
         )
+    for names, files in _blocks(plan, syntax):
+        if syntax == "2.4":
+            out.append(
+                f'local_name "{names[0]}" {{\n'
+                f"  ssl_server_cert_file = {files.fullchain}\n"
+                f"  ssl_server_key_file = {files.key}\n"
+                "}\n"
+            )
+        else:
+            out.append(
+                f'local_name "{" ".join(names)}" {{\n'
+                f"  ssl_cert = <{files.fullchain}\n"
+                f"  ssl_key = <{files.key}\n"
+                "}\n"
+            )
     return "".join(out)
+
+
+def parse_size_mb(text: str) -> Optional[int]:
+    """A doveconf size (``256 M``, ``1 G``, ``0``) in MB; None for unlimited or unset."""
+    match = re.fullmatch(r"\s*(\d+)\s*([BkKMGT]?)\s*", text)
+    if not match:
+        return None
+    number = int(match.group(1))
+    factor = {"": 1, "B": 1, "k": 1 << 10, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    size = number * factor[match.group(2)]
+    if size == 0 or size >= (1 << 63):
+        return None
+    return max(1, size >> 20)
+
+
+def own_limit_mb(text: Optional[bytes]) -> Optional[int]:
+    """The ``vsz_limit`` a drop-in written by this package sets, if any."""
+    match = re.search(rb"^\s*vsz_limit = (\d+)M$", text or b"", re.MULTILINE)
+    return int(match.group(1)) if match else None
 
 
 def glob_matches(pattern: str, path: str) -> bool:
@@ -100,6 +172,8 @@ class Dovecot:
         self.settings = settings
         self.conf = settings.dovecot_conf
         self.dropin = settings.dovecot_config
+        self._version: Optional[str] = None
+        self._base_dir: Optional[str] = None
 
     def check_installed(self) -> None:
         for tool in ("doveconf", "doveadm"):
@@ -123,17 +197,130 @@ class Dovecot:
     def current(self) -> Optional[bytes]:
         return fsutil.read_or_none(self.dropin)
 
-    def install(self, text: str) -> None:
+    # -- which Dovecot ----------------------------------------------------------------------------
+
+    def syntax(self) -> str:
+        """ "2.3" or "2.4": as given, else from ``dovecot --version`` (2.4 renamed the SSL settings)."""
+        chosen = self.settings.dovecot_syntax
+        if chosen != "auto":
+            return chosen
+        if self._version is None:
+            result = runner.run(["dovecot", "--version"], check=False)
+            self._version = result.stdout.strip() if result.returncode == 0 else ""
+        match = re.match(r"(\d+)\.(\d+)", self._version)
+        if not match:
+            raise MisconfiguredError(
+                f"cannot tell the Dovecot version (dovecot --version printed {self._version!r}): "
+                "give --dovecot-syntax 2.3 or 2.4"
+            )
+        return "2.4" if (int(match.group(1)), int(match.group(2))) >= (2, 4) else "2.3"
+
+    def render(self, plan: Plan, before: Plan, changed: Sequence[str]) -> Rendered:
+        """The new drop-in, and the part of it to validate: when the live drop-in is what this
+        package wrote for ``before``, only the memory limit and the blocks of the ``changed``
+        lineages (the others were validated when written), so one lineage costs the same at any
+        size; otherwise all of it."""
+        syntax = self.syntax()
+        limit = self.config_limit(plan, syntax)
+        text = render_dropin(plan, syntax, limit)
+        current = self.current()
+        if current is None or current.decode("utf-8", "replace") != render_dropin(
+            before, syntax, own_limit_mb(current)
+        ):
+            return Rendered(text, text, limit, block_count(plan, syntax))
+        subset = Plan({lid: plan.lineages[lid] for lid in changed if lid in plan.lineages})
+        return Rendered(text, render_dropin(subset, syntax, limit), limit, block_count(plan, syntax))
+
+    # -- the config process's memory (Dovecot 2.3) ------------------------------------------------
+
+    def config_limit(self, plan: Plan, syntax: str) -> Optional[int]:
+        """The ``service config { vsz_limit }`` (MB) the drop-in should set, or None for none.
+
+        The limit is raised before it is needed (when 1.5 times the blocks would not fit) to twice
+        what the blocks need, rounded up to a power of two: it changes rarely, and a change that
+        must come before the blocks it serves (see needs_limit_first) is rarer still.
+        """
+        if syntax != "2.3":
+            return None
+        blocks = block_count(plan, syntax)
+        own = own_limit_mb(self.current())
+        if required_limit_mb(blocks * 3 // 2) <= (own or DEFAULT_LIMIT_MB):
+            return own
+        base = self.base_limit_mb()
+        if base is None or required_limit_mb(blocks * 3 // 2) <= base:
+            return None  # the administrator's own limit (or none at all) is enough
+        limit = 1024
+        while limit < 2 * required_limit_mb(blocks):
+            limit *= 2
+        logger.info(
+            "raising Dovecot's config process memory limit to %d MB in %s for %d local_name blocks",
+            limit,
+            self.dropin,
+            blocks,
+        )
+        return limit
+
+    def base_limit_mb(self) -> Optional[int]:
+        """The config service's limit without this package's drop-in (None: unlimited)."""
+        with self.settings_conf() as conf:
+            lines = runner.run(
+                ["doveconf", "-c", conf, "-h", "service/config/vsz_limit", "default_vsz_limit"]
+            ).stdout.splitlines()
+        own, default = [*lines, "", ""][:2]
+        if own.strip() == "18446744073709551615 B":  # not set for the service: the default applies
+            own = default
+        return parse_size_mb(own) if own.strip() != "0" else None
+
+    def needs_limit_first(self, new_limit: Optional[int], blocks: int) -> bool:
+        """Whether the running config process must get ``new_limit`` before the blocks grow: on a
+        reload it parses the new file under the limit it already has (FACTS §3.3)."""
+        if new_limit is None or not self.is_running():
+            return False
+        running = own_limit_mb(self.current()) or self.base_limit_mb()
+        return running is not None and required_limit_mb(blocks) > running
+
+    def wait_for_limit(self, limit_mb: int, timeout: float = 60.0) -> None:
+        """After a reload: wait until the running config process has the new limit.
+
+        Dovecot starts its config process on demand; a connection to its socket starts one, whose
+        address-space limit (``/proc/PID/limits``) shows which configuration it runs with.
+        """
+        master = self._master_pid()
+        children = f"/proc/{master}/task/{master}/children"
+        if master is None or not os.path.exists(children):
+            time.sleep(5.0)  # no way to look: give the master time to re-read its configuration
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(1.0)
+                sock.connect(os.path.join(self.base_dir(), "config"))
+            for pid in (fsutil.read_or_none(children) or b"").split():
+                if _config_process_limit(pid.decode()) >= limit_mb << 20:
+                    return
+            time.sleep(0.2)
+        raise MisconfiguredError(
+            f"Dovecot did not take the raised config process limit ({limit_mb} MB, {self.dropin}) "
+            f"within {timeout:.0f} s: restart Dovecot, then deploy again"
+        )
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def install(self, text: str, check_text: Optional[str] = None) -> None:
         """Validate the new drop-in as a candidate, then swap it in atomically.
 
-        Where the candidate cannot be validated on its own (see validate_candidate), it is swapped
-        in, the live configuration validated, and the old drop-in put back if Dovecot refuses it;
-        the daemon reads its configuration only on reload, so it never sees a refused drop-in.
+        ``check_text`` (default: ``text``) is what is validated in a private copy of the config
+        tree: the blocks that changed, since the others were validated when they were written.
+        Where no private copy can be made (see _private_tree), the drop-in is swapped in, the whole
+        live configuration validated, and the old drop-in put back if Dovecot refuses it; the
+        daemon reads its configuration only on reload, so it never sees a refused drop-in.
         """
         self.check_included()
-        if self.validate_candidate(text):
-            fsutil.atomic_write(self.dropin, text.encode(), mode=0o644)
-            return
+        with self._private_tree(check_text if check_text is not None else text) as copy:
+            if copy is not None:
+                self._doveconf_check(copy, named_as=os.path.dirname(self.conf))
+                fsutil.atomic_write(self.dropin, text.encode(), mode=0o644)
+                return
         previous = self.current()
         fsutil.atomic_write(self.dropin, text.encode(), mode=0o644)
         try:
@@ -142,32 +329,42 @@ class Dovecot:
             self.restore(previous)
             raise
 
-    def validate_candidate(self, text: str) -> bool:
-        """``doveconf -n -x`` on a private copy of the config tree holding the candidate drop-in.
-
-        Returns False (not validated) when the copy would not read the candidate: a drop-in outside
-        the config dir, or an include by absolute path that still points at the live files.
-        """
+    @contextlib.contextmanager
+    def _private_tree(self, dropin_text: str) -> Iterator[Optional[str]]:
+        """A private copy of the config tree with ``dropin_text`` as the drop-in; yields its
+        dovecot.conf, or None when the copy would not read it (a drop-in outside the config dir,
+        or an include by absolute path that still points at the live files)."""
         config_dir = os.path.dirname(self.conf)
         rel = os.path.relpath(self.dropin, config_dir)
         if rel.startswith(os.pardir + os.sep):
-            return False
+            yield None
+            return
         with tempfile.TemporaryDirectory(prefix="mailstack-dovecot-check-") as tmp:
             copy = os.path.join(tmp, "conf")
-            shutil.copytree(config_dir, copy, symlinks=True)
+            live_dropin = os.path.normpath(self.dropin)
+            shutil.copytree(
+                config_dir,
+                copy,
+                symlinks=True,
+                ignore=lambda d, names: [n for n in names if os.path.join(d, n) == live_dropin],
+            )
+            copy_conf = os.path.join(copy, os.path.basename(self.conf))
             copy_dropin = os.path.join(copy, rel)
-            if not any(
-                glob_matches(p, copy_dropin)
-                for _, p in _included_files(os.path.join(copy, os.path.basename(self.conf)))
-            ):
-                return False
+            if not any(glob_matches(p, copy_dropin) for _, p in _included_files(copy_conf)):
+                yield None
+                return
+            os.makedirs(os.path.dirname(copy_dropin), exist_ok=True)
             with open(copy_dropin, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            try:
-                self._doveconf_check(os.path.join(copy, os.path.basename(self.conf)))
-            except MisconfiguredError as exc:  # name the live files, not the private copy
-                raise MisconfiguredError(str(exc).replace(copy, config_dir)) from None
-        return True
+                handle.write(dropin_text)
+            yield copy_conf
+
+    @contextlib.contextmanager
+    def settings_conf(self) -> Iterator[str]:
+        """A dovecot.conf to ask Dovecot's own settings (base_dir, listeners, limits) from: the
+        configuration without this package's blocks. At 10,000 blocks any doveconf run on the
+        live files takes ~10 s and over 1 GB; without them it takes milliseconds."""
+        with self._private_tree(f"# {HEADER}\n") as copy:
+            yield copy if copy is not None else self.conf
 
     def restore(self, previous: Optional[bytes]) -> None:
         """Put back the drop-in as it was (``None``: there was none)."""
@@ -180,25 +377,37 @@ class Dovecot:
         self._doveconf_check(self.conf)
 
     @staticmethod
-    def _doveconf_check(conf: str) -> None:
+    def _doveconf_check(conf: str, named_as: Optional[str] = None) -> None:
         # -x reads every <file, so a missing or unreadable certificate shows here; its output
         # holds private keys and is thrown away.
         try:
             runner.run(["doveconf", "-n", "-x", "-c", conf], discard_stdout=True)
         except CommandError as exc:
-            raise MisconfiguredError(
-                f"Dovecot refused the new configuration: {runner.last_line(str(exc))}"
-            ) from None
+            message = runner.last_line(str(exc))
+            if named_as is not None:  # name the live files, not the private copy
+                message = message.replace(os.path.dirname(conf), named_as)
+            raise MisconfiguredError(f"Dovecot refused the new configuration: {message}") from None
+
+    # -- the running daemon -----------------------------------------------------------------------
 
     def base_dir(self) -> str:
-        return runner.run(["doveconf", "-c", self.conf, "-h", "base_dir"]).stdout.strip()
+        if self._base_dir is None:
+            with self.settings_conf() as conf:
+                self._base_dir = runner.run(["doveconf", "-c", conf, "-h", "base_dir"]).stdout.strip()
+        return self._base_dir
 
-    def is_running(self) -> bool:
+    def _master_pid(self) -> Optional[int]:
         data = fsutil.read_or_none(os.path.join(self.base_dir(), "master.pid"))
         if not data or not data.strip().isdigit():
+            return None
+        return int(data.strip())
+
+    def is_running(self) -> bool:
+        pid = self._master_pid()
+        if pid is None:
             return False
         try:
-            os.kill(int(data.strip()), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
@@ -206,11 +415,25 @@ class Dovecot:
         return True
 
     def known_names(self) -> List[str]:
-        """Every ``local_name`` in Dovecot's configuration (``doveconf -n`` prints them unquoted)."""
-        out = runner.run(["doveconf", "-n", "-c", self.conf], check=False).stdout
+        """Every ``local_name`` in Dovecot's own configuration (this package's names are in its
+        state); ``doveconf -n`` prints them unquoted."""
+        with self.settings_conf() as conf:
+            out = runner.run(["doveconf", "-n", "-c", conf], check=False).stdout
         names: List[str] = []
         for line in out.splitlines():
             match = re.match(r'^\s*local_name\s+"?([^"{]*)"?\s*\{', line)
             if match:
                 names.extend(match.group(1).split())
         return names
+
+
+def _config_process_limit(pid: str) -> int:
+    """The address-space limit (bytes) of process ``pid`` if it is Dovecot's config process, else 0."""
+    comm = (fsutil.read_or_none(f"/proc/{pid}/comm") or b"").strip()
+    if comm != b"config":
+        return 0
+    for line in (fsutil.read_or_none(f"/proc/{pid}/limits") or b"").decode().splitlines():
+        if line.startswith("Max address space"):
+            value = line.split()[3]
+            return 1 << 62 if value == "unlimited" else int(value)
+    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import tempfile
 from typing import Optional
 
@@ -59,6 +60,18 @@ def replace(tmp: str, path: str) -> None:
 def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data``: temp file in the same directory, fsync, chmod, rename."""
     replace(write_temp(path, data, mode), path)
+
+
+def copy_private(src: str, dst: str) -> None:
+    """Copy ``src`` to a new file ``dst`` that is 0600 from its first byte (it holds private keys)."""
+    try:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise MisconfiguredError(f"cannot copy {src} to {dst}: {exc.strerror}") from None
 
 
 def read_or_none(path: str) -> Optional[bytes]:

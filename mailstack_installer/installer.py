@@ -156,14 +156,28 @@ class Installer(common.Installer, interfaces.RenewDeployer):
                 dovecot.validate()
 
     def restart(self) -> None:
-        """Apply anything still staged, then reload each daemon whose configuration changed."""
+        """Apply anything still staged, then reload each daemon whose configuration changed.
+
+        Under ``certbot renew`` the reload is left to the post hook, which certbot runs once after
+        every lineage is done: K renewed lineages cost one reload per daemon, not K.
+        """
         with _translated():
             if self._apply_staged():
                 self.finalize_checkpoint("mailstack deployment")
             pipeline = self._pipeline()
+            if self._reload_deferred():
+                logger.info("mailstack: reload left to the post hook at the end of this renew run")
+                return
             self._report(pipeline.reload_pending())
             if self.conf("verify") is True and self._deployed_names:
                 self._verify(pipeline)
+
+    def _reload_deferred(self) -> bool:
+        return (
+            getattr(self.config, "verb", None) == "renew"
+            and getattr(self.config, "directory_hooks", True) is not False
+            and hook.post_hook_installed(self.config.config_dir)
+        )
 
     # -- renewal --------------------------------------------------------------------------------
 
@@ -173,7 +187,7 @@ class Installer(common.Installer, interfaces.RenewDeployer):
             pipeline = self._pipeline()
             outcome = pipeline.refresh(os.path.dirname(lineage.fullchain_path))
             if outcome is not None:
-                hook.install_hook(self.config.config_dir)  # keep it pointing at this Python and package
+                hook.install_hooks(self.config.config_dir)  # keep them pointing at this Python and package
                 known = pipeline.store.load().plan.lineages.get(os.path.dirname(lineage.fullchain_path))
                 self._deployed_names += list(known.names) if known else []
         if outcome is None:
@@ -211,7 +225,7 @@ class Installer(common.Installer, interfaces.RenewDeployer):
         self._deployed_names += [normalize_name(n) for request in requests for n in request.names]
         with _translated():
             outcome = self._pipeline().deploy(requests, checkpoint=self._checkpoint)
-            hook.install_hook(self.config.config_dir)
+            hook.install_hooks(self.config.config_dir)
         self._staged.clear()
         self._report(outcome)
         return True

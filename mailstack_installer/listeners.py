@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from . import runner
+from .dovecot import Dovecot
 from .settings import Settings
 
 _LOOPBACK = "127.0.0.1"
@@ -103,4 +104,5 @@ def for_daemon(settings: Settings, daemon: str) -> List[Listener]:
     """The TLS listeners of ``daemon`` ("postfix" or "dovecot") as its configuration names them."""
     if daemon == "postfix":
         return postfix_listeners(settings.postfix_dir)
-    return dovecot_listeners(settings.dovecot_conf)
+    with Dovecot(settings).settings_conf() as conf:  # without our blocks: fast at any size
+        return dovecot_listeners(conf)

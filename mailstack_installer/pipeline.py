@@ -15,8 +15,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from . import fsutil, listeners, service_managers
 from .certfiles import CheckedFiles, check_files
 from .confirm import confirm
-from .dovecot import Dovecot, render_dropin
-from .errors import CommandError, InputError, MisconfiguredError
+from .dovecot import Dovecot, Rendered, render_dropin
+from .errors import CommandError, InputError, MailstackError, MisconfiguredError
 from .model import CertFiles, Lineage, Plan
 from .names import normalize_name, probe_name
 from .postfix import Postfix, render_map
@@ -44,6 +44,20 @@ class Outcome:
     changed: List[str] = field(default_factory=list)  # "postfix", "dovecot"
     warnings: List[str] = field(default_factory=list)
     reloaded: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Imported:
+    """What a bulk import did: lineage ids deployed, their names, and (lineage dir, error) failures."""
+
+    deployed: List[str] = field(default_factory=list)
+    names: int = 0
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+    outcome: Outcome = field(default_factory=Outcome)
+
+
+#: Called as a bulk import goes: (phase, done, total).
+Progress = Callable[[str, int, int], None]
 
 
 def covers(sans: Sequence[str], name: str) -> bool:
@@ -96,16 +110,55 @@ class Pipeline:
         with self.store.locked(self.lock_timeout):
             state = self.store.load()
             options, settings = self._resolved(state)
-            plan, content_changed = state.plan, False
-            for request in requests:
-                checked = check_files(request.files)
-                lineage = self._lineage(request, checked, plan.lineages.get(checked.files.lineage_id))
-                previous = plan.lineages.get(lineage.id)
-                content_changed |= previous is None or previous.digest != lineage.digest
-                plan = plan.with_lineage(lineage)
-            plan = self._prune(plan, {r.files.lineage_id for r in requests}, outcome)
-            self._apply(state, settings, options, plan, content_changed, checkpoint, outcome)
+            pairs = [(request, check_files(request.files)) for request in requests]
+            self._deploy_checked(state, settings, options, pairs, checkpoint, outcome)
         return outcome
+
+    #: Lineages applied at once by a bulk import: each batch is one candidate, validation and swap.
+    IMPORT_BATCH = 500
+
+    def import_lineages(self, lineage_dirs: Sequence[str], progress: Optional[Progress] = None) -> Imported:
+        """Map every DNS name of each lineage (certbot's ``live/<name>``): the bulk import.
+
+        A lineage whose files fail the checks, or that a batch cannot take, is reported and
+        skipped; the others go on. Nothing is reloaded: call reload_pending() once at the end.
+        """
+        result = Imported()
+        report = progress or (lambda phase, done, total: None)
+        with self.store.locked(self.lock_timeout):
+            state = self.store.load()
+            options, settings = self._resolved(state)
+            pairs: List[Tuple[Request, CheckedFiles]] = []
+            for done, lineage_dir in enumerate(lineage_dirs, 1):
+                files = CertFiles(
+                    os.path.join(lineage_dir, "privkey.pem"), os.path.join(lineage_dir, "fullchain.pem")
+                )
+                try:
+                    checked = check_files(files)
+                    if not checked.dns_names:
+                        raise InputError(f"{files.fullchain} names no DNS name to map")
+                    request = Request(checked.files, checked.dns_names)
+                    self._lineage(request, checked, None)  # refuses names that cannot be mapped
+                    pairs.append((request, checked))
+                except MailstackError as exc:
+                    result.failed.append((lineage_dir, str(exc)))
+                report("checking", done, len(lineage_dirs))
+            for start in range(0, len(pairs), self.IMPORT_BATCH):
+                batch = pairs[start : start + self.IMPORT_BATCH]
+                try:
+                    self._deploy_checked(state, settings, options, batch, None, result.outcome)
+                except MailstackError:  # find the lineage at fault: apply the batch one by one
+                    for pair in batch:
+                        try:
+                            self._deploy_checked(state, settings, options, [pair], None, result.outcome)
+                        except MailstackError as exc:
+                            result.failed.append((os.path.dirname(pair[0].files.fullchain), str(exc)))
+                report("deploying", min(start + len(batch), len(pairs)), len(pairs))
+            failed = {os.path.normpath(d) for d, _ in result.failed}
+            result.deployed = [r.files.lineage_id for r, _ in pairs if r.files.lineage_id not in failed]
+            result.names = sum(len(state.plan.lineages[lid].names) for lid in result.deployed
+                               if lid in state.plan.lineages)  # fmt: skip
+        return result
 
     def refresh(self, lineage_dir: str) -> Optional[Outcome]:
         """Redeploy one lineage after renewal; None if this package does not manage it."""
@@ -185,6 +238,11 @@ class Pipeline:
     #: per daemon; the full check of every name and port is ``certbot-mailstack verify``).
     CONFIRM_SAMPLE = 3
 
+    #: How long a reloaded daemon may take to serve the new certificates: Dovecot 2.3 parses its
+    #: whole configuration again, ~10 s at 10,000 names, and serves no TLS meanwhile (FACTS §3.3).
+    CONFIRM_TIMEOUT = 10.0
+    CONFIRM_TIMEOUT_PER_NAME = 0.005
+
     def _reload(self, settings: Settings, state: State, outcome: Outcome) -> List[str]:
         manager = service_managers.for_settings(settings)
         postfix, dovecot = self.daemons(settings)
@@ -216,7 +274,8 @@ class Pipeline:
         if not expected:
             return
         for service in reloaded:
-            warning = confirm(service, listeners.for_daemon(settings, service), expected)
+            timeout = self.CONFIRM_TIMEOUT + self.CONFIRM_TIMEOUT_PER_NAME * len(state.plan.names())
+            warning = confirm(service, listeners.for_daemon(settings, service), expected, timeout)
             if warning:
                 self._warn(outcome, warning)
 
@@ -249,6 +308,26 @@ class Pipeline:
     def _warn(outcome: Outcome, message: str) -> None:
         logger.warning(message)
         outcome.warnings.append(message)
+
+    def _deploy_checked(
+        self,
+        state: State,
+        settings: Settings,
+        options: Dict[str, str],
+        pairs: Sequence[Tuple[Request, CheckedFiles]],
+        checkpoint: Optional[Checkpoint],
+        outcome: Outcome,
+    ) -> None:
+        lineages = [
+            self._lineage(request, checked, state.plan.lineages.get(checked.files.lineage_id))
+            for request, checked in pairs
+        ]
+        content_changed = any(
+            state.plan.lineages.get(lin.id) is None or state.plan.lineages[lin.id].digest != lin.digest
+            for lin in lineages
+        )
+        plan = self._prune(state.plan.with_lineages(lineages), {lin.id for lin in lineages}, outcome)
+        self._apply(state, settings, options, plan, content_changed, checkpoint, outcome)
 
     @staticmethod
     def _lineage(request: Request, checked: CheckedFiles, known: Optional[Lineage]) -> Lineage:
@@ -302,24 +381,30 @@ class Pipeline:
             fsutil.remove_stale_temps(path)
         for fixed in postfix.secure_live_files() if postfix is not None else []:
             self._warn(outcome, f"private key material was exposed: {fixed}")
+        changed = [lid for lid, lin in plan.lineages.items() if state.plan.lineages.get(lid) != lin]
         map_text = render_map(plan)
-        dropin_text = render_dropin(plan)
+        dropin = dovecot.render(plan, state.plan, changed) if dovecot is not None else None
         rebuild_map = postfix is not None and (
             content_changed
             or _read_text(settings.postfix_map) != map_text
             or not os.path.exists(postfix.table_path)
             or not postfix.check_parameter()
         )
-        write_dropin = dovecot is not None and _read_text(settings.dovecot_config) != dropin_text
+        write_dropin = dropin is not None and _read_text(settings.dovecot_config) != dropin.text
         if not (rebuild_map or write_dropin or content_changed):
             if plan != state.plan or options != state.options:
                 state.plan, state.options = plan, options
                 self.store.save(state)
             return
+        if dovecot is not None and dropin is not None and write_dropin:
+            self._raise_limit_first(settings, state, dovecot, dropin, outcome)
         # Everything that can be checked is checked before the first live file changes:
         # the candidate map is built and verified beside the live one, the include is confirmed.
-        changed = [lid for lid, lin in plan.lineages.items() if state.plan.lineages.get(lid) != lin]
-        candidate = postfix.build_candidate(plan, changed) if postfix is not None and rebuild_map else None
+        candidate = (
+            postfix.build_candidate(plan, changed, state.plan, state.postfix_table)
+            if postfix is not None and rebuild_map
+            else None
+        )
         previous_dropin = dovecot.current() if dovecot is not None else None
         swapped_dropin = False
         staged_state: Optional[str] = None
@@ -334,14 +419,20 @@ class Pipeline:
             if not self.previous.exists():  # else it holds the last configuration confirmed served
                 self.previous.save(settings, self.store.path)
                 saved_previous = True
-            new_state = State(options, plan, set(state.pending_reload), set(state.unconfirmed) | set(changed))
+            new_state = State(
+                options,
+                plan,
+                set(state.pending_reload),
+                set(state.unconfirmed) | set(changed),
+                postfix.stamp(candidate.table) if postfix is not None and candidate else state.postfix_table,
+            )
             if rebuild_map:
                 new_state.pending_reload.add("postfix")
             if dovecot is not None and (write_dropin or content_changed):
                 new_state.pending_reload.add("dovecot")
             staged_state = self.store.stage(new_state)  # fails here, not after the swap
-            if dovecot is not None and write_dropin:
-                dovecot.install(dropin_text)  # puts the old drop-in back itself if refused
+            if dovecot is not None and dropin is not None and write_dropin:
+                dovecot.install(dropin.text, dropin.check_text)  # puts the old drop-in back if refused
                 swapped_dropin = True
             if postfix is not None and candidate is not None:
                 postfix.commit(candidate)
@@ -360,6 +451,25 @@ class Pipeline:
         outcome.changed += ["dovecot"] if dovecot is not None and (write_dropin or content_changed) else []
         state.plan, state.options = plan, options
         state.pending_reload, state.unconfirmed = new_state.pending_reload, new_state.unconfirmed
+        state.postfix_table = new_state.postfix_table
+
+    def _raise_limit_first(
+        self, settings: Settings, state: State, dovecot: Dovecot, dropin: Rendered, outcome: Outcome
+    ) -> None:
+        """Give the running Dovecot its larger config process limit, with the blocks it has now,
+        before the blocks grow past the old limit: its own write, reload and wait (FACTS §3.3)."""
+        if not dovecot.needs_limit_first(dropin.limit_mb, dropin.blocks):
+            return
+        assert dropin.limit_mb is not None
+        text = render_dropin(state.plan, dovecot.syntax(), dropin.limit_mb)
+        dovecot.install(text, render_dropin(Plan(), dovecot.syntax(), dropin.limit_mb))
+        logger.info("reloading dovecot for its new config process limit before adding blocks")
+        try:
+            service_managers.for_settings(settings).reload("dovecot")
+        except CommandError as exc:
+            raise MisconfiguredError(f"reloading dovecot failed: {exc}") from None
+        outcome.reloaded.append("dovecot")
+        dovecot.wait_for_limit(dropin.limit_mb)
 
 
 def _read_text(path: str) -> Optional[str]:

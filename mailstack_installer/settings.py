@@ -22,6 +22,7 @@ OPTION_NAMES: Tuple[str, ...] = (
     "postfix-map-type",
     "dovecot-dir",
     "dovecot-config",
+    "dovecot-syntax",
     "service-manager",
     "services",
     "reload-command",
@@ -37,6 +38,8 @@ OPTION_HELP: Dict[str, str] = {
     "dovecot-dir": "Dovecot configuration directory holding dovecot.conf (default: /etc/dovecot)",
     "dovecot-config": "the one file this plugin owns in Dovecot's configuration "
     "(default: <dovecot-dir>/conf.d/99-mailstack-sni.conf)",
+    "dovecot-syntax": "Dovecot configuration syntax: 2.3 (ssl_cert = <file, first match wins), 2.4 "
+    "(ssl_server_cert_file = file, last match wins), or auto = from dovecot --version (default: auto)",
     "service-manager": "how to reload: systemd, openrc, runit, s6, sysvinit, native, command "
     "(runs --reload-command), another registered backend, or auto (default: auto)",
     "services": "comma list of the daemons to manage (default: postfix,dovecot)",
@@ -58,6 +61,7 @@ class Settings:
     services: Tuple[str, ...]
     reload_command: str = ""  # only read by the ``command`` backend
     s6_scandir: str = ""  # "" = look in the known scan directories
+    dovecot_syntax: str = "auto"
 
     @property
     def dovecot_conf(self) -> str:
@@ -121,6 +125,9 @@ def resolve(options: Mapping[str, str]) -> Settings:
     if service_manager == "command":  # other backends ignore it, so switching back needs no retyping
         _check_reload_command(reload_command, services)
     s6_scandir = options.get("s6-scandir") or "auto"
+    dovecot_syntax = options.get("dovecot-syntax") or "auto"
+    if dovecot_syntax not in ("auto", "2.3", "2.4"):
+        raise InputError(f"--dovecot-syntax {dovecot_syntax!r} is not one of auto, 2.3, 2.4")
     return Settings(
         postfix_dir=postfix_dir,
         postfix_map=_path(options, "postfix-map", os.path.join(postfix_dir, MAP_BASENAME)),
@@ -131,4 +138,5 @@ def resolve(options: Mapping[str, str]) -> Settings:
         services=services,
         reload_command=reload_command,
         s6_scandir="" if s6_scandir == "auto" else _path(options, "s6-scandir", s6_scandir),
+        dovecot_syntax=dovecot_syntax,
     )

@@ -31,6 +31,9 @@ class State:
     pending_reload: Set[str] = field(default_factory=set)
     #: Lineages changed since the daemons were last confirmed (by handshake) to serve them.
     unconfirmed: Set[str] = field(default_factory=set)
+    #: Identity of the Postfix table last swapped in (postfix.Postfix.live_stamp): while it still
+    #: matches, the table holds ``plan`` and one lineage can be patched in rather than rebuilt.
+    postfix_table: str = ""
 
     def to_json(self) -> str:
         lineages = {
@@ -47,6 +50,7 @@ class State:
             "options": self.options,
             "pending_reload": sorted(self.pending_reload),
             "unconfirmed": sorted(self.unconfirmed),
+            "postfix_table": self.postfix_table,
             "lineages": lineages,
         }
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
@@ -66,6 +70,7 @@ class State:
                 plan=Plan(lineages),
                 pending_reload={str(s) for s in doc.get("pending_reload", [])},
                 unconfirmed={str(s) for s in doc.get("unconfirmed", [])},
+                postfix_table=str(doc.get("postfix_table", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MisconfiguredError(

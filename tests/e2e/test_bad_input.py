@@ -599,7 +599,7 @@ def test_refused_dovecot_candidate_names_live_paths_and_never_goes_live(fresh: L
         "  ssl_key = </nonexistent/key.pem\n}\n"
     )
     with pytest.raises(MailstackError) as info:
-        dovecot.validate_candidate(bad)
+        dovecot.install(bad)
     assert_one_line(str(info.value), "/nonexistent/")
     assert "mailstack-dovecot-check" not in str(info.value)
     assert not Path(dovecot.dropin).exists()

@@ -6,16 +6,16 @@ from mailstack_installer import cli, hook
 
 
 def test_hook_pins_this_interpreter_and_package(tmp_path):
-    assert hook.install_hook(str(tmp_path)) is True
+    assert hook.install_hooks(str(tmp_path)) is True
     path = tmp_path / "renewal-hooks" / "deploy" / "mailstack"
     text = path.read_text()
     assert text.startswith(f"#!{sys.executable} -I\n")
     assert os.access(path, os.X_OK)
-    assert hook.install_hook(str(tmp_path)) is False  # unchanged content: not rewritten
+    assert hook.install_hooks(str(tmp_path)) is False  # unchanged content: not rewritten
 
 
 def test_installed_hook_ignores_a_lineage_it_does_not_manage(tmp_path):
-    hook.install_hook(str(tmp_path))
+    hook.install_hooks(str(tmp_path))
     env = dict(
         os.environ, RENEWED_LINEAGE=str(tmp_path / "live" / "other.test"), RENEWED_DOMAINS="other.test"
     )

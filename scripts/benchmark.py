@@ -1,0 +1,252 @@
+"""Benchmark at hosting scale: real lineages, real Postfix and Dovecot on 127.0.0.1, N names each.
+
+For each size N it prints one row: the bulk import of all N lineages, deploying one new lineage and
+renewing one lineage into a host of N names (installer time and the reload that follows, apart;
+medians of --repeat runs), the memory of Dovecot's config process, and how many of the N names
+Postfix (smtps) and Dovecot (imaps) serve with their own certificate, judged by TLS handshakes.
+
+    .venv/bin/python scripts/benchmark.py [--sizes 10,100,1000,10000] [--repeat 5] [--map-type hash]
+
+Lineages are self-signed (a P-256 leaf per name under one RSA-2048 issuer, so each fullchain holds
+two certificates like certbot's) and kept in --pool for the next run. Needs root, Postfix, Dovecot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from mailstack_installer import dovecot as dovecot_module
+from mailstack_installer.model import CertFiles
+from mailstack_installer.pipeline import Pipeline, Request
+from mailstack_installer.probe import SERVICES, ProbeError, served_certificate
+from tests.lab.dovecot import DovecotInstance
+from tests.lab.ports import LOCALHOST
+from tests.lab.postfix import PostfixInstance
+
+
+class Issuer:
+    """One RSA issuer that signs every leaf, so a fullchain is leaf + issuer as from Let's Encrypt."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailstack benchmark issuer")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.name = name
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+
+    def issue(self, directory: Path, name: str) -> None:
+        """Write certbot's privkey.pem (0600) and fullchain.pem for ``name`` into ``directory``."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        pem = serialization.Encoding.PEM
+        key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd = os.open(directory / "privkey.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key_pem)
+        (directory / "fullchain.pem").write_bytes(leaf.public_bytes(pem) + self.cert.public_bytes(pem))
+
+
+def lineage_name(index: int) -> str:
+    return f"mail.d{index}.test"
+
+
+def fill_pool(pool: Path, count: int, extra: int) -> None:
+    """Lineages d0..d{count-1} and x0..x{extra-1} (one name each), made once and reused."""
+    issuer: Optional[Issuer] = None
+    wanted = [(f"d{i}", lineage_name(i)) for i in range(count)]
+    wanted += [(f"x{i}", f"mail.x{i}.test") for i in range(extra)]
+    missing = [(d, n) for d, n in wanted if not (pool / d / "fullchain.pem").exists()]
+    for done, (directory, name) in enumerate(missing, 1):
+        issuer = issuer or Issuer()
+        issuer.issue(pool / directory, name)
+        if done % 1000 == 0:
+            print(f"  issued {done}/{len(missing)} lineages", file=sys.stderr)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def config_process_memory(dovecot: DovecotInstance) -> str:
+    """Peak virtual size and resident size of Dovecot's config process, e.g. ``1390/1350``."""
+    served_certificate(LOCALHOST, dovecot.ports["imaps"], "tls", None, 60.0)  # starts it if idle
+    master = dovecot.master_pid
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    for pid in children:
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "config":
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            peak, rss = (int(fields[k].split()[0]) // 1024 for k in ("VmPeak", "VmRSS"))
+            return f"{peak}/{rss}"
+    return "-"
+
+
+def served_count(port: int, mode: str, expected: Dict[str, str]) -> int:
+    """How many names get their own leaf on ``port`` (8 handshakes at a time)."""
+
+    def check(item: Tuple[str, str]) -> bool:
+        name, want = item
+        try:
+            der = served_certificate(LOCALHOST, port, mode, name, 30.0)
+        except ProbeError:
+            return False
+        return hashlib.sha256(der).hexdigest() == want
+
+    with ThreadPoolExecutor(8) as pool:
+        return sum(pool.map(check, expected.items()))
+
+
+def leaf_fingerprint(fullchain: Path) -> str:
+    cert = x509.load_pem_x509_certificate(fullchain.read_bytes())
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def measure(size: int, pool: Path, repeat: int, map_type: str) -> Dict[str, str]:
+    with tempfile.TemporaryDirectory(prefix="mailstack-bench-") as tmp:
+        base = Path(tmp)
+        live = base / "letsencrypt" / "live"
+        live.mkdir(parents=True)
+        for i in range(size):
+            (live / f"d{i}").symlink_to(pool / f"d{i}", target_is_directory=True)
+        renewed = live / "d0"  # renewed in place: a real directory, not the pool's
+        renewed.unlink()
+        shutil.copytree(pool / "d0", renewed)
+        postfix, dovecot = PostfixInstance(base / "pf"), DovecotInstance(base / "dc")
+        try:
+            postfix.start()
+            dovecot.start()
+            options: Dict[str, Optional[str]] = {
+                "postfix-dir": str(postfix.config_dir),
+                "dovecot-dir": str(dovecot.config_dir),
+                "service-manager": "native",
+                "postfix-map-type": map_type,
+            }
+            pipeline = Pipeline(str(base / "letsencrypt"), options)
+            dirs = [str(live / f"d{i}") for i in range(size)]
+            imported = []
+            bulk = timed(lambda: imported.append(pipeline.import_lineages(dirs)))
+            if imported[0].failed:
+                raise RuntimeError(f"bulk import failed: {imported[0].failed[:3]}")
+            bulk_reload = timed(pipeline.reload_pending)
+
+            deploy, deploy_reload, renew, renew_reload = [], [], [], []
+            issuer = Issuer()
+            for k in range(repeat):
+                extra = pool / f"x{k}"
+                (live / f"x{k}").symlink_to(extra, target_is_directory=True)
+                where = live / f"x{k}"
+                request = Request(CertFiles(str(where / "privkey.pem"), str(where / "fullchain.pem")),
+                                  (f"mail.x{k}.test",))  # fmt: skip
+                deploy.append(timed(lambda r=request: pipeline.deploy([r])))  # type: ignore[misc]
+                deploy_reload.append(timed(pipeline.reload_pending))
+                issuer.issue(renewed, lineage_name(0))
+                renew.append(timed(lambda: pipeline.refresh(str(renewed))))
+                renew_reload.append(timed(pipeline.reload_pending))
+
+            expected = {
+                lineage_name(i): leaf_fingerprint(pool / f"d{i}" / "fullchain.pem") for i in range(size)
+            }
+            expected[lineage_name(0)] = leaf_fingerprint(renewed / "fullchain.pem")
+            memory = config_process_memory(dovecot)
+            smtps = served_count(postfix.ports["smtps"], SERVICES["smtps"][1], expected)
+            imaps = served_count(dovecot.ports["imaps"], SERVICES["imaps"][1], expected)
+            limit = dovecot_module.own_limit_mb((dovecot.conf_d / "99-mailstack-sni.conf").read_bytes())
+        finally:
+            try:
+                dovecot.stop()
+            finally:
+                postfix.stop()
+    return {
+        "names": f"{size:,}",
+        "bulk import": f"{bulk:.2f}",
+        "+ reload": f"{bulk_reload:.2f}",
+        "deploy 1": f"{statistics.median(deploy):.3f}",
+        "+ reload ": f"{statistics.median(deploy_reload):.2f}",
+        "renew 1": f"{statistics.median(renew):.3f}",
+        "+ reload  ": f"{statistics.median(renew_reload):.2f}",
+        "config MB peak/rss": memory,
+        "vsz_limit": f"{limit}M" if limit else "default",
+        "smtps served": f"{smtps}/{size}",
+        "imaps served": f"{imaps}/{size}",
+    }
+
+
+def print_table(rows: List[Dict[str, str]]) -> None:
+    headers = list(rows[0])
+    widths = [max(len(h.strip()), *(len(r[h]) for r in rows)) for h in headers]
+    print("  ".join(h.strip().rjust(w) for h, w in zip(headers, widths)))
+    for row in rows:
+        print("  ".join(row[h].rjust(w) for h, w in zip(headers, widths)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,100,1000,10000", help="comma list of N (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=5, help="one-lineage runs per size (default: 5)")
+    parser.add_argument("--map-type", default="hash", help="Postfix map type (default: %(default)s)")
+    parser.add_argument(
+        "--pool", default="/var/tmp/mailstack-benchmark-pool", help="where lineages are kept between runs"
+    )
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    pool = Path(args.pool)
+    print(f"making lineages in {pool} (once) ...", file=sys.stderr)
+    fill_pool(pool, max(sizes), args.repeat)
+    rows = []
+    for size in sizes:
+        print(f"N = {size:,} ...", file=sys.stderr)
+        rows.append(measure(size, pool, args.repeat, args.map_type))
+        print_table(rows)  # so far, in case a larger size is interrupted
+    print()
+    print(f"times in seconds (medians of {args.repeat} for the one-lineage columns); "
+          f"config MB = Dovecot's config process, peak virtual / resident")  # fmt: skip
+    first, last = rows[0], rows[-1]
+    for column in ("deploy 1", "renew 1"):
+        ratio = float(last[column]) / float(first[column])
+        print(f"{column}: {ratio:.2f}x from N = {first['names']} to N = {last['names']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
