@@ -82,13 +82,28 @@ def required_limit_mb(blocks: int) -> int:
     return BASE_MB + (blocks * BLOCK_KB + 1023) // 1024
 
 
-def render_dropin(plan: Plan, syntax: str = "2.3", config_limit_mb: Optional[int] = None) -> str:
-    """The drop-in: an optional ``service config`` memory limit, then the ``local_name`` blocks.
+def render_dropin(
+    plan: Plan,
+    syntax: str = "2.3",
+    config_limit_mb: Optional[int] = None,
+    *,
+    default: Optional[CertFiles] = None,
+) -> str:
+    """The drop-in: the optional default certificate, an optional ``service config`` memory limit,
+    then the ``local_name`` blocks.
 
     2.3: ``local_name "a b" { ssl_cert = <fullchain  ssl_key = <key }`` (``<`` reads the file);
     2.4: ``local_name a { ssl_server_cert_file = fullchain  ssl_server_key_file = key }`` (paths).
+    The default certificate is the same two settings at top level: the drop-in is read after
+    conf.d/10-ssl.conf, so they replace the certificate served without SNI or to unknown names.
     """
     out = [f"# {HEADER}\n"]
+    if default is not None:
+        out.append("# The default certificate: for clients that send no SNI or a name not below.\n")
+        if syntax == "2.4":
+            out.append(f"ssl_server_cert_file = {default.fullchain}\nssl_server_key_file = {default.key}\n")
+        else:
+            out.append(f"ssl_cert = <{default.fullchain}\nssl_key = <{default.key}\n")
     if config_limit_mb is not None:
         out.append(
             "# Raised by certbot-mailstack: the config process holds every local_name block.\n"
@@ -215,21 +230,29 @@ class Dovecot:
             )
         return "2.4" if (int(match.group(1)), int(match.group(2))) >= (2, 4) else "2.3"
 
-    def render(self, plan: Plan, before: Plan, changed: Sequence[str]) -> Rendered:
+    def render(
+        self,
+        plan: Plan,
+        before: Plan,
+        changed: Sequence[str],
+        default: Optional[CertFiles] = None,
+        before_default: Optional[CertFiles] = None,
+    ) -> Rendered:
         """The new drop-in, and the part of it to validate: when the live drop-in is what this
-        package wrote for ``before``, only the memory limit and the blocks of the ``changed``
-        lineages (the others were validated when written), so one lineage costs the same at any
-        size; otherwise all of it."""
+        package wrote for ``before`` (and ``before_default``), only the default certificate, the
+        memory limit and the blocks of the ``changed`` lineages (the others were validated when
+        written), so one lineage costs the same at any size; otherwise all of it."""
         syntax = self.syntax()
         limit = self.config_limit(plan, syntax)
-        text = render_dropin(plan, syntax, limit)
+        text = render_dropin(plan, syntax, limit, default=default)
         current = self.current()
         if current is None or current.decode("utf-8", "replace") != render_dropin(
-            before, syntax, own_limit_mb(current)
+            before, syntax, own_limit_mb(current), default=before_default
         ):
             return Rendered(text, text, limit, block_count(plan, syntax))
         subset = Plan({lid: plan.lineages[lid] for lid in changed if lid in plan.lineages})
-        return Rendered(text, render_dropin(subset, syntax, limit), limit, block_count(plan, syntax))
+        check = render_dropin(subset, syntax, limit, default=default)
+        return Rendered(text, check, limit, block_count(plan, syntax))
 
     # -- the config process's memory (Dovecot 2.3) ------------------------------------------------
 
@@ -273,31 +296,52 @@ class Dovecot:
 
     def needs_limit_first(self, new_limit: Optional[int], blocks: int) -> bool:
         """Whether the running config process must get ``new_limit`` before the blocks grow: on a
-        reload it parses the new file under the limit it already has (FACTS §3.3)."""
+        reload it parses the new file under the limit it already has (FACTS §3.3). That limit is
+        read from the running process; the files may hold a larger one not yet reloaded."""
         if new_limit is None or not self.is_running():
             return False
-        running = own_limit_mb(self.current()) or self.base_limit_mb()
-        return running is not None and required_limit_mb(blocks) > running
+        running = self.running_limit_mb(wait=3.0)
+        if running is None:  # cannot look: assume the files are in force
+            running = own_limit_mb(self.current()) or self.base_limit_mb() or 0
+            if running == 0:
+                return False
+        return required_limit_mb(blocks) > running
 
-    def wait_for_limit(self, limit_mb: int, timeout: float = 60.0) -> None:
-        """After a reload: wait until the running config process has the new limit.
+    def running_limit_mb(self, wait: float) -> Optional[int]:
+        """The address-space limit (MB) of the running config process, or None if unknown.
 
-        Dovecot starts its config process on demand; a connection to its socket starts one, whose
-        address-space limit (``/proc/PID/limits``) shows which configuration it runs with.
+        Dovecot starts its config process on demand: a connection to its socket starts one, and
+        ``/proc/PID/limits`` shows the limit the master gave it from the settings it runs with.
         """
         master = self._master_pid()
         children = f"/proc/{master}/task/{master}/children"
         if master is None or not os.path.exists(children):
-            time.sleep(5.0)  # no way to look: give the master time to re-read its configuration
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+            return None
+        deadline = time.monotonic() + wait
+        while True:
             with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
                 sock.settimeout(1.0)
                 sock.connect(os.path.join(self.base_dir(), "config"))
-            for pid in (fsutil.read_or_none(children) or b"").split():
-                if _config_process_limit(pid.decode()) >= limit_mb << 20:
-                    return
+            limits = [
+                _config_process_limit(pid.decode()) for pid in (fsutil.read_or_none(children) or b"").split()
+            ]
+            found = [limit for limit in limits if limit]
+            if found:
+                return max(found) >> 20
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+
+    def wait_for_limit(self, limit_mb: int, timeout: float = 60.0) -> None:
+        """After a reload: wait until the running config process has the new limit."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = self.running_limit_mb(wait=1.0)
+            if running is None and not os.path.exists(f"/proc/{self._master_pid()}/task"):
+                time.sleep(5.0)  # no way to look: give the master time to re-read its configuration
+                return
+            if running is not None and running >= limit_mb:
+                return
             time.sleep(0.2)
         raise MisconfiguredError(
             f"Dovecot did not take the raised config process limit ({limit_mb} MB, {self.dropin}) "

@@ -19,7 +19,7 @@ from .dovecot import Dovecot, Rendered, render_dropin
 from .errors import CommandError, InputError, MailstackError, MisconfiguredError
 from .model import CertFiles, Lineage, Plan
 from .names import normalize_name, probe_name
-from .postfix import Postfix, render_map
+from .postfix import Postfix, chain_value, render_map, same_chain
 from .previous import Previous
 from .settings import Settings, merge_options, resolve
 from .state import State, StateStore
@@ -67,6 +67,32 @@ def covers(sans: Sequence[str], name: str) -> bool:
         return True
     _head, _, parent = name.partition(".")
     return not name.startswith("*.") and bool(parent) and f"*.{parent}" in lowered
+
+
+def default_files(plan: Plan, name: str) -> Optional[CertFiles]:
+    """The files of the lineage a client asking for ``name`` would get, to serve as the default
+    certificate: the lineage mapping ``name`` itself, else the one mapping the wildcard that covers
+    it (one label, as a certificate does); None if none does, or for no name."""
+    if not name:
+        return None
+    wildcard = f"*.{name.partition('.')[2]}"
+    found: Optional[CertFiles] = None
+    for lineage in plan.lineages.values():
+        if name in lineage.names:
+            return lineage.files
+        if wildcard in lineage.names:
+            found = lineage.files
+    return found
+
+
+@dataclass(frozen=True)
+class DefaultChain:
+    """What to do with Postfix's ``smtpd_tls_chain_files``: its value now, the value to set
+    (None: leave it), and the value it had before this package first set it (None: not set by us)."""
+
+    current: str
+    value: Optional[str]
+    before: Optional[str]
 
 
 class Pipeline:
@@ -383,7 +409,12 @@ class Pipeline:
             self._warn(outcome, f"private key material was exposed: {fixed}")
         changed = [lid for lid, lin in plan.lineages.items() if state.plan.lineages.get(lid) != lin]
         map_text = render_map(plan)
-        dropin = dovecot.render(plan, state.plan, changed) if dovecot is not None else None
+        default_name = self._default_name(settings, postfix)
+        default, before_default = default_files(plan, default_name), default_files(state.plan, default_name)
+        dropin = None
+        if dovecot is not None:
+            dropin = dovecot.render(plan, state.plan, changed, default, before_default)
+        chain = self._default_chain(state, postfix, default)
         rebuild_map = postfix is not None and (
             content_changed
             or _read_text(settings.postfix_map) != map_text
@@ -391,13 +422,15 @@ class Pipeline:
             or not postfix.check_parameter()
         )
         write_dropin = dropin is not None and _read_text(settings.dovecot_config) != dropin.text
-        if not (rebuild_map or write_dropin or content_changed):
-            if plan != state.plan or options != state.options:
-                state.plan, state.options = plan, options
+        set_chain = chain is not None and chain.value is not None
+        if not (rebuild_map or write_dropin or content_changed or set_chain):
+            before = chain.before if chain is not None else state.default_chain_before
+            if plan != state.plan or options != state.options or before != state.default_chain_before:
+                state.plan, state.options, state.default_chain_before = plan, options, before
                 self.store.save(state)
             return
         if dovecot is not None and dropin is not None and write_dropin:
-            self._raise_limit_first(settings, state, dovecot, dropin, outcome)
+            self._raise_limit_first(settings, state, dovecot, dropin, before_default, outcome)
         # Everything that can be checked is checked before the first live file changes:
         # the candidate map is built and verified beside the live one, the include is confirmed.
         candidate = (
@@ -406,7 +439,7 @@ class Pipeline:
             else None
         )
         previous_dropin = dovecot.current() if dovecot is not None else None
-        swapped_dropin = False
+        swapped_dropin = swapped_chain = False
         staged_state: Optional[str] = None
         saved_previous = False
         try:
@@ -425,8 +458,9 @@ class Pipeline:
                 set(state.pending_reload),
                 set(state.unconfirmed) | set(changed),
                 postfix.stamp(candidate.table) if postfix is not None and candidate else state.postfix_table,
+                chain.before if chain is not None else state.default_chain_before,
             )
-            if rebuild_map:
+            if rebuild_map or set_chain:
                 new_state.pending_reload.add("postfix")
             if dovecot is not None and (write_dropin or content_changed):
                 new_state.pending_reload.add("dovecot")
@@ -436,6 +470,9 @@ class Pipeline:
                 swapped_dropin = True
             if postfix is not None and candidate is not None:
                 postfix.commit(candidate)
+            if postfix is not None and chain is not None and chain.value is not None:
+                swapped_chain = True
+                postfix.set_default_chain(chain.value)
             self.store.commit(staged_state)
         except BaseException:
             if staged_state is not None:
@@ -446,22 +483,82 @@ class Pipeline:
                 postfix.discard(candidate)
             if dovecot is not None and swapped_dropin:
                 dovecot.restore(previous_dropin)
+            if postfix is not None and chain is not None and swapped_chain:
+                postfix.set_default_chain(chain.current)
             raise
-        outcome.changed += ["postfix"] if rebuild_map else []
+        if postfix is not None and chain is not None and chain.value:
+            overrides = postfix.default_overrides()
+            if overrides:
+                self._warn(
+                    outcome,
+                    f"master.cf gives {', '.join(overrides)} its own certificate (-o "
+                    "smtpd_tls_chain_files or smtpd_tls_cert_file): clients without SNI there do not "
+                    f"get the default certificate set in {postfix.main_cf}",
+                )
+        outcome.changed += ["postfix"] if rebuild_map or set_chain else []
         outcome.changed += ["dovecot"] if dovecot is not None and (write_dropin or content_changed) else []
         state.plan, state.options = plan, options
         state.pending_reload, state.unconfirmed = new_state.pending_reload, new_state.unconfirmed
         state.postfix_table = new_state.postfix_table
+        state.default_chain_before = new_state.default_chain_before
+
+    @staticmethod
+    def _default_name(settings: Settings, postfix: Optional[Postfix]) -> str:
+        """The name whose lineage becomes the default certificate ("" for none): as given, else
+        Postfix's myhostname."""
+        if settings.default_name == "none":
+            return ""
+        if settings.default_name or postfix is None:
+            return settings.default_name
+        raw = postfix.myhostname()
+        try:
+            return normalize_name(raw)
+        except InputError:
+            logger.info("Postfix's myhostname %r is no host name: no default certificate is set", raw)
+            return ""
+
+    @staticmethod
+    def _default_chain(
+        state: State, postfix: Optional[Postfix], default: Optional[CertFiles]
+    ) -> Optional[DefaultChain]:
+        """Point smtpd_tls_chain_files at the lineage covering the default name; when none does any
+        more, put back the value it had before this package set it, unless it was changed by hand."""
+        if postfix is None:
+            return None
+        current, before = postfix.default_chain(), state.default_chain_before
+        if default is not None:
+            value = chain_value(default)
+            if same_chain(current, value):
+                return DefaultChain(current, None, before)
+            return DefaultChain(current, value, current if before is None else before)
+        if before is None:
+            return DefaultChain(current, None, None)
+        ours = [chain_value(lin.files) for lin in state.plan.lineages.values()]
+        if not any(same_chain(current, value) for value in ours):
+            logger.info(
+                "smtpd_tls_chain_files was changed in %s since certbot-mailstack set it: left as it is",
+                postfix.main_cf,
+            )
+            return DefaultChain(current, None, None)
+        if same_chain(current, before):
+            return DefaultChain(current, None, None)
+        return DefaultChain(current, before, None)
 
     def _raise_limit_first(
-        self, settings: Settings, state: State, dovecot: Dovecot, dropin: Rendered, outcome: Outcome
+        self,
+        settings: Settings,
+        state: State,
+        dovecot: Dovecot,
+        dropin: Rendered,
+        default: Optional[CertFiles],
+        outcome: Outcome,
     ) -> None:
         """Give the running Dovecot its larger config process limit, with the blocks it has now,
         before the blocks grow past the old limit: its own write, reload and wait (FACTS §3.3)."""
         if not dovecot.needs_limit_first(dropin.limit_mb, dropin.blocks):
             return
         assert dropin.limit_mb is not None
-        text = render_dropin(state.plan, dovecot.syntax(), dropin.limit_mb)
+        text = render_dropin(state.plan, dovecot.syntax(), dropin.limit_mb, default=default)
         dovecot.install(text, render_dropin(Plan(), dovecot.syntax(), dropin.limit_mb))
         logger.info("reloading dovecot for its new config process limit before adding blocks")
         try:

@@ -40,6 +40,21 @@ def keys_of(plan: Plan) -> List[str]:
     return [map_key(name) for name in plan.names()]
 
 
+#: Postfix's default certificate (3.4+): key and chain files, for clients that send no SNI or a
+#: name the SNI map lacks. It replaces smtpd_tls_cert_file/smtpd_tls_key_file (FACTS §2.6).
+DEFAULT_CHAIN = "smtpd_tls_chain_files"
+
+
+def chain_value(files: CertFiles) -> str:
+    """The ``smtpd_tls_chain_files`` value serving a lineage: key first, as in the SNI map."""
+    return f"{files.key}, {files.fullchain}"
+
+
+def same_chain(first: str, second: str) -> bool:
+    """Whether two ``smtpd_tls_chain_files`` values list the same files (commas and/or spaces)."""
+    return re.split(r"[\s,]+", first.strip()) == re.split(r"[\s,]+", second.strip())
+
+
 def _entry_changes(
     before: Plan, after: Plan, changed: Sequence[str]
 ) -> Tuple[Dict[str, CertFiles], List[str]]:
@@ -281,6 +296,47 @@ class Postfix:
         if not already_set:
             runner.run(["postconf", "-c", self.dir, "-e", f"tls_server_sni_maps = {self.map_ref}"])
             logger.info("set tls_server_sni_maps = %s in %s", self.map_ref, self.main_cf)
+
+    # -- the default certificate --------------------------------------------------------------
+
+    def myhostname(self) -> str:
+        """Postfix's own name (``$`` references expanded): the default name unless one is given."""
+        return runner.run(["postconf", "-c", self.dir, "-x", "-h", "myhostname"]).stdout.strip()
+
+    def default_chain(self) -> str:
+        """``smtpd_tls_chain_files`` as main.cf has it ("" when unset)."""
+        return " ".join(self.postconf(DEFAULT_CHAIN)).strip()
+
+    def set_default_chain(self, value: str) -> None:
+        """Set ``smtpd_tls_chain_files`` in main.cf to ``value``; "" removes it (Postfix then
+        falls back to smtpd_tls_cert_file/smtpd_tls_key_file, if set)."""
+        if value:
+            runner.run(["postconf", "-c", self.dir, "-e", f"{DEFAULT_CHAIN} = {value}"])
+            logger.info("set %s = %s in %s", DEFAULT_CHAIN, value, self.main_cf)
+            legacy = runner.run(
+                ["postconf", "-c", self.dir, "-n", "smtpd_tls_cert_file", "smtpd_tls_key_file"]
+            ).stdout.strip()
+            if legacy:
+                logger.info(
+                    "smtpd_tls_cert_file/smtpd_tls_key_file stay in %s; Postfix ignores them while %s is set",
+                    self.main_cf,
+                    DEFAULT_CHAIN,
+                )
+        else:
+            runner.run(["postconf", "-c", self.dir, "-X", DEFAULT_CHAIN])
+            logger.info("removed %s from %s", DEFAULT_CHAIN, self.main_cf)
+
+    def default_overrides(self) -> List[str]:
+        """master.cf services that set their own certificate (``-o smtpd_tls_chain_files=`` or
+        ``-o smtpd_tls_cert_file=``), which main.cf's default does not reach."""
+        out = runner.run(["postconf", "-c", self.dir, "-P"], check=False).stdout
+        services = []
+        for line in out.splitlines():
+            name = line.partition("=")[0].strip()
+            service, _, parameter = name.rpartition("/")
+            if parameter in (DEFAULT_CHAIN, "smtpd_tls_cert_file"):
+                services.append(service.rpartition("/")[0] or service)
+        return list(dict.fromkeys(services))
 
     def secure_live_files(self) -> List[str]:
         """The map source and table embed or point at private keys: make them root:root 0600 if

@@ -2,7 +2,7 @@
 
 Saved before a change when nothing is pending (the live files are then known good), dropped once
 the change is confirmed by handshakes. Restoring puts back the map source (recompiled), the
-Dovecot drop-in, ``tls_server_sni_maps`` and the state as they were.
+Dovecot drop-in, ``tls_server_sni_maps``, ``smtpd_tls_chain_files`` and the state as they were.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Dict, Optional
 
 from . import fsutil, runner
 from .errors import MisconfiguredError
-from .postfix import Postfix
+from .postfix import DEFAULT_CHAIN, Postfix, same_chain
 from .settings import Settings
 
 
@@ -27,7 +27,8 @@ class Previous:
         return os.path.exists(self.meta)
 
     def save(self, settings: Settings, state_path: str) -> None:
-        """Copy what is live now: map source, drop-in, state, and the tls_server_sni_maps value."""
+        """Copy what is live now: map source, drop-in, state, and the tls_server_sni_maps and
+        smtpd_tls_chain_files values."""
         self.drop()
         try:
             os.makedirs(self.directory, mode=0o700)
@@ -40,15 +41,18 @@ class Previous:
             files[label] = path if data is not None else None
             if data is not None:
                 fsutil.atomic_write(os.path.join(self.directory, label), data, mode=0o600)
-        sni_param = ""
+        sni_param, default_chain = "", ""
         if settings.uses("postfix"):
-            sni_param = " ".join(Postfix(settings).postconf("tls_server_sni_maps")).strip()
-        meta = {"files": files, "tls_server_sni_maps": sni_param}
+            postfix = Postfix(settings)
+            sni_param = " ".join(postfix.postconf("tls_server_sni_maps")).strip()
+            default_chain = postfix.default_chain()
+        meta = {"files": files, "tls_server_sni_maps": sni_param, DEFAULT_CHAIN: default_chain}
         fsutil.atomic_write(self.meta, json.dumps(meta).encode(), mode=0o600)
 
     def restore(self, settings: Settings) -> Optional[bytes]:
-        """Put the map (recompiled), the drop-in and tls_server_sni_maps back; return the saved
-        state file's bytes (None if there was no state) for the caller to write."""
+        """Put the map (recompiled), the drop-in, tls_server_sni_maps and smtpd_tls_chain_files
+        back; return the saved state file's bytes (None if there was no state) for the caller to
+        write."""
         try:
             with open(self.meta, encoding="utf-8") as handle:
                 meta = json.load(handle)
@@ -76,6 +80,9 @@ class Previous:
                 runner.run(["postconf", "-c", postfix.dir, "-X", "tls_server_sni_maps"])
                 for suffix in (".db", ".lmdb", ".cdb"):
                     fsutil.remove_quietly(settings.postfix_map + suffix)
+            chain = meta.get(DEFAULT_CHAIN)  # absent in a copy saved before the default was managed
+            if chain is not None and not same_chain(str(chain), postfix.default_chain()):
+                postfix.set_default_chain(str(chain))
         return fsutil.read_or_none(os.path.join(self.directory, "state")) if files.get("state") else None
 
     def drop(self) -> None:

@@ -13,7 +13,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from .constants import CLI_DEFAULTS, DOVECOT_DROPIN, MAP_BASENAME, MAP_SUFFIXES, SERVICES
 from .errors import InputError
-from .names import check_path
+from .names import check_path, is_wildcard, normalize_name
 
 #: The option names shared by ``--mailstack-<name>`` and ``certbot-mailstack --<name>``.
 OPTION_NAMES: Tuple[str, ...] = (
@@ -23,6 +23,7 @@ OPTION_NAMES: Tuple[str, ...] = (
     "dovecot-dir",
     "dovecot-config",
     "dovecot-syntax",
+    "default-name",
     "service-manager",
     "services",
     "reload-command",
@@ -40,6 +41,9 @@ OPTION_HELP: Dict[str, str] = {
     "(default: <dovecot-dir>/conf.d/99-mailstack-sni.conf)",
     "dovecot-syntax": "Dovecot configuration syntax: 2.3 (ssl_cert = <file, first match wins), 2.4 "
     "(ssl_server_cert_file = file, last match wins), or auto = from dovecot --version (default: auto)",
+    "default-name": "the name whose lineage becomes the default certificate, served to clients that "
+    "send no SNI (Postfix smtpd_tls_chain_files, Dovecot top-level ssl_cert); auto = Postfix's "
+    "myhostname, none = leave the daemons' defaults alone (default: auto)",
     "service-manager": "how to reload: systemd, openrc, runit, s6, sysvinit, native, command "
     "(runs --reload-command), another registered backend, or auto (default: auto)",
     "services": "comma list of the daemons to manage (default: postfix,dovecot)",
@@ -62,6 +66,8 @@ class Settings:
     reload_command: str = ""  # only read by the ``command`` backend
     s6_scandir: str = ""  # "" = look in the known scan directories
     dovecot_syntax: str = "auto"
+    #: Whose lineage is the default certificate: "" = Postfix's myhostname, "none" = nobody's.
+    default_name: str = ""
 
     @property
     def dovecot_conf(self) -> str:
@@ -139,4 +145,19 @@ def resolve(options: Mapping[str, str]) -> Settings:
         reload_command=reload_command,
         s6_scandir="" if s6_scandir == "auto" else _path(options, "s6-scandir", s6_scandir),
         dovecot_syntax=dovecot_syntax,
+        default_name=_default_name(options.get("default-name") or "auto"),
     )
+
+
+def _default_name(raw: str) -> str:
+    """``auto`` -> "", ``none`` -> "none", else the name normalized (a client without SNI asks for
+    no name, so a wildcard cannot stand for one)."""
+    if raw in ("auto", "none"):
+        return "" if raw == "auto" else raw
+    try:
+        name = normalize_name(raw)
+    except InputError as exc:
+        raise InputError(f"--default-name: {exc}") from None
+    if is_wildcard(name):
+        raise InputError(f"--default-name {raw!r}: give one host name, not a wildcard (or auto, none)")
+    return name

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Set
+from typing import Any, Dict, Iterator, Optional, Set
 
 from . import fsutil
 from .constants import STATE_DIRNAME
@@ -34,6 +34,10 @@ class State:
     #: Identity of the Postfix table last swapped in (postfix.Postfix.live_stamp): while it still
     #: matches, the table holds ``plan`` and one lineage can be patched in rather than rebuilt.
     postfix_table: str = ""
+    #: What ``smtpd_tls_chain_files`` was ("" = unset) before this package first made a lineage
+    #: Postfix's default certificate; None while it has not. Put back when no lineage covers the
+    #: default name any more.
+    default_chain_before: Optional[str] = None
 
     def to_json(self) -> str:
         lineages = {
@@ -51,6 +55,7 @@ class State:
             "pending_reload": sorted(self.pending_reload),
             "unconfirmed": sorted(self.unconfirmed),
             "postfix_table": self.postfix_table,
+            "default_chain_before": self.default_chain_before,
             "lineages": lineages,
         }
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
@@ -71,12 +76,17 @@ class State:
                 pending_reload={str(s) for s in doc.get("pending_reload", [])},
                 unconfirmed={str(s) for s in doc.get("unconfirmed", [])},
                 postfix_table=str(doc.get("postfix_table", "")),
+                default_chain_before=_optional_str(doc.get("default_chain_before")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MisconfiguredError(
                 f"state file {where} is damaged ({exc}): restore it from backup or remove it "
                 "and deploy the lineages again"
             ) from None
+
+
+def _optional_str(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
 
 
 class StateStore:

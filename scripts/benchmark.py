@@ -18,6 +18,7 @@ import datetime
 import hashlib
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -221,6 +222,7 @@ def print_table(rows: List[Dict[str, str]]) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the daemons' finally clauses run
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,100,1000,10000", help="comma list of N (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=5, help="one-lineage runs per size (default: 5)")

@@ -1,0 +1,94 @@
+"""The Dovecot drop-in against each version's rules (FACTS §3.1, §3.4).
+
+2.4 (docs/core/config/ssl.md, config-parser.c): ``ssl_server_cert_file``/``ssl_server_key_file``
+take plain paths (a ``<`` would put PEM where a path belongs); one name per ``local_name``
+("Multiple names no longer supported"); the last matching block wins, so wildcards come first.
+2.3: ``ssl_cert = <file`` reads the file; one block may list several names; the first match wins,
+so exact names come first.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import List, Tuple
+
+from mailstack_installer.dovecot import Dovecot, block_count, render_dropin
+from mailstack_installer.model import CertFiles, Lineage, Plan
+from mailstack_installer.settings import resolve
+
+
+def files(name: str) -> CertFiles:
+    return CertFiles(f"/le/live/{name}/privkey.pem", f"/le/live/{name}/fullchain.pem")
+
+
+PLAN = Plan().with_lineages(
+    [
+        Lineage(files("a"), ("a.test", "mail.a.test", "*.a.test")),
+        Lineage(files("w"), ("*.b.test",)),
+        Lineage(files("b"), ("x.b.test", "imap.b.test")),
+    ]
+)
+
+_BLOCK = re.compile(r'^local_name "([^"]*)" \{\n((?:  .*\n)*)\}\n', re.M)
+
+
+def blocks(text: str) -> List[Tuple[str, List[str]]]:
+    """(quoted name, setting lines) for every local_name block, in file order."""
+    return [(name, [line.strip() for line in body.splitlines()]) for name, body in _BLOCK.findall(text)]
+
+
+def test_24_uses_the_renamed_settings_with_plain_paths():
+    text = render_dropin(PLAN, "2.4")
+    assert "<" not in text
+    assert "ssl_cert" not in text and "ssl_key" not in text
+    for name, settings in blocks(text):
+        lineage = "a" if name.endswith("a.test") else ("w" if name == "*.b.test" else "b")
+        assert settings == [
+            f"ssl_server_cert_file = /le/live/{lineage}/fullchain.pem",
+            f"ssl_server_key_file = /le/live/{lineage}/privkey.pem",
+        ], name
+
+
+def test_24_has_exactly_one_name_per_block():
+    found = blocks(render_dropin(PLAN, "2.4"))
+    names = [name for name, _ in found]
+    assert all(" " not in name and name for name in names)
+    assert sorted(names) == sorted(PLAN.names())
+    assert block_count(PLAN, "2.4") == len(names) == 6
+    assert render_dropin(PLAN, "2.4").count("local_name") == 6
+
+
+def test_24_puts_every_wildcard_before_every_exact_name_because_the_last_match_wins():
+    names = [name for name, _ in blocks(render_dropin(PLAN, "2.4"))]
+    kinds = [name.startswith("*.") for name in names]
+    assert kinds == sorted(kinds, reverse=True), names
+    assert names.index("*.a.test") < names.index("mail.a.test")
+    assert names.index("*.b.test") < names.index("x.b.test")
+
+
+def test_24_never_writes_a_config_process_limit(tmp_path: Path) -> None:
+    assert "service config" not in render_dropin(PLAN, "2.4")
+    assert "vsz_limit" not in render_dropin(PLAN, "2.4")
+    settings = resolve({"dovecot-dir": str(tmp_path), "dovecot-syntax": "2.4"})
+    many = Plan().with_lineages(Lineage(files(f"l{i}"), (f"n{i}.test",)) for i in range(5000))
+    assert Dovecot(settings).config_limit(many, "2.4") is None
+
+
+def test_24_drop_in_is_only_blocks_and_comments():
+    text = render_dropin(PLAN, "2.4")
+    outside = _BLOCK.sub("", text)
+    assert all(line.startswith("#") for line in outside.splitlines() if line.strip()), outside
+
+
+def test_23_reads_the_files_with_less_than():
+    for _name, settings in blocks(render_dropin(PLAN, "2.3")):
+        assert len(settings) == 2
+        assert settings[0].startswith("ssl_cert = </le/live/") and settings[0].endswith("/fullchain.pem")
+        assert settings[1].startswith("ssl_key = </le/live/") and settings[1].endswith("/privkey.pem")
+
+
+def test_23_lists_a_lineages_names_in_one_block_exact_before_wildcard():
+    names = [name for name, _ in blocks(render_dropin(PLAN, "2.3"))]
+    assert names == ["a.test mail.a.test", "imap.b.test x.b.test", "*.a.test", "*.b.test"]
+    assert block_count(PLAN, "2.3") == 4
