@@ -43,8 +43,10 @@ class Rendered:
 
 
 #: Dovecot 2.3's config process holds every ``local_name`` block with its files' contents: about
-#: 130 KB of address space each (FACTS §3.3); its ``service config { vsz_limit }`` defaults to 256 MB.
-BLOCK_KB = 160
+#: 130 KB resident each (FACTS §3.3); its ``service config { vsz_limit }`` defaults to 256 MB.
+#: Its address space grows in doubling pools, so the limit must allow about twice the resident
+#: size: 10,000 blocks of certbot-sized files ran out of memory under 2 GB (scripts/benchmark.py).
+BLOCK_KB = 320
 BASE_MB = 64
 DEFAULT_LIMIT_MB = 256
 

@@ -46,7 +46,7 @@ def test_map_edits_touch_only_what_changed() -> None:
 
 
 def test_config_limit_sizes() -> None:
-    assert dovecot.required_limit_mb(1000) < dovecot.DEFAULT_LIMIT_MB < dovecot.required_limit_mb(2000)
+    assert dovecot.required_limit_mb(500) < dovecot.DEFAULT_LIMIT_MB < dovecot.required_limit_mb(1000)
     assert dovecot.parse_size_mb("256 M") == 256
     assert dovecot.parse_size_mb("1 G") == 1024
     assert dovecot.parse_size_mb("0") is None  # unlimited
@@ -75,11 +75,11 @@ class FakeDovecot(dovecot.Dovecot):
     ("blocks", "current", "base", "expected"),
     [
         (100, None, 256, None),  # small: nothing written
-        (10_000, None, 256, 4096),  # 10,000 blocks need ~1.6 GB: twice that, a power of two
+        (10_000, None, 256, 8192),  # 10,000 blocks need ~3.1 GB: twice that, a power of two
         (10_000, None, None, None),  # the administrator already made it unlimited
-        (10_000, None, 8192, None),  # or large enough
-        (10_000, b"vsz_limit = 4096M\n", 256, 4096),  # ours is enough: kept, not recomputed
-        (2_000, None, 256, 1024),
+        (10_000, None, 16384, None),  # or large enough
+        (10_000, b"vsz_limit = 8192M\n", 256, 8192),  # ours is enough: kept, not recomputed
+        (2_000, None, 256, 2048),
     ],
 )
 def test_config_limit_is_raised_only_when_needed(
