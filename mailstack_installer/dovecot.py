@@ -269,10 +269,11 @@ class Dovecot:
             return None
         blocks = block_count(plan, syntax)
         own = own_limit_mb(self.current())
-        if required_limit_mb(blocks * 3 // 2) <= (own or DEFAULT_LIMIT_MB):
+        with_headroom = required_limit_mb(blocks * 3 // 2)
+        if with_headroom <= (own or DEFAULT_LIMIT_MB):
             return own
         base = self.base_limit_mb()
-        if base is None or required_limit_mb(blocks * 3 // 2) <= base:
+        if base is None or with_headroom <= base:
             return None  # the administrator's own limit (or none at all) is enough
         limit = 1024
         while limit < 2 * required_limit_mb(blocks):
@@ -315,9 +316,8 @@ class Dovecot:
         Dovecot starts its config process on demand: a connection to its socket starts one, and
         ``/proc/PID/limits`` shows the limit the master gave it from the settings it runs with.
         """
-        master = self._master_pid()
-        children = f"/proc/{master}/task/{master}/children"
-        if master is None or not os.path.exists(children):
+        children = self._children_file()
+        if children is None:
             return None
         deadline = time.monotonic() + wait
         while True:
@@ -334,14 +334,20 @@ class Dovecot:
                 return None
             time.sleep(0.2)
 
+    def _children_file(self) -> Optional[str]:
+        """``/proc`` file listing the master's children, or None where there is none to read."""
+        master = self._master_pid()
+        children = f"/proc/{master}/task/{master}/children"
+        return children if master is not None and os.path.exists(children) else None
+
     def wait_for_limit(self, limit_mb: int, timeout: float = 60.0) -> None:
         """After a reload: wait until the running config process has the new limit."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            running = self.running_limit_mb(wait=1.0)
-            if running is None and not os.path.exists(f"/proc/{self._master_pid()}/task"):
+            if self._children_file() is None:
                 time.sleep(5.0)  # no way to look: give the master time to re-read its configuration
                 return
+            running = self.running_limit_mb(wait=1.0)
             if running is not None and running >= limit_mb:
                 return
             time.sleep(0.2)

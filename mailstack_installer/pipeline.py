@@ -281,10 +281,7 @@ class Pipeline:
                     outcome, f"{service} is not running; it will serve the new certificates when it starts"
                 )
             elif daemon is not None:
-                try:
-                    manager.reload(service)
-                except CommandError as exc:
-                    raise MisconfiguredError(f"reloading {service} failed: {exc}") from None
+                _reload_one(manager, service)
                 reloaded.append(service)
                 outcome.reloaded.append(service)
             state.pending_reload.discard(service)
@@ -299,8 +296,8 @@ class Pipeline:
         }
         if not expected:
             return
+        timeout = self.CONFIRM_TIMEOUT + self.CONFIRM_TIMEOUT_PER_NAME * len(state.plan.names())
         for service in reloaded:
-            timeout = self.CONFIRM_TIMEOUT + self.CONFIRM_TIMEOUT_PER_NAME * len(state.plan.names())
             warning = confirm(service, listeners.for_daemon(settings, service), expected, timeout)
             if warning:
                 self._warn(outcome, warning)
@@ -561,12 +558,16 @@ class Pipeline:
         text = render_dropin(state.plan, dovecot.syntax(), dropin.limit_mb, default=default)
         dovecot.install(text, render_dropin(Plan(), dovecot.syntax(), dropin.limit_mb))
         logger.info("reloading dovecot for its new config process limit before adding blocks")
-        try:
-            service_managers.for_settings(settings).reload("dovecot")
-        except CommandError as exc:
-            raise MisconfiguredError(f"reloading dovecot failed: {exc}") from None
+        _reload_one(service_managers.for_settings(settings), "dovecot")
         outcome.reloaded.append("dovecot")
         dovecot.wait_for_limit(dropin.limit_mb)
+
+
+def _reload_one(manager: service_managers.ServiceManager, service: str) -> None:
+    try:
+        manager.reload(service)
+    except CommandError as exc:
+        raise MisconfiguredError(f"reloading {service} failed: {exc}") from None
 
 
 def _read_text(path: str) -> Optional[str]:
