@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -92,7 +93,17 @@ def render_dropin(
     default: Optional[CertFiles] = None,
 ) -> str:
     """The drop-in: the optional default certificate, an optional ``service config`` memory limit,
-    then the ``local_name`` blocks.
+    then the ``local_name`` blocks (see _render)."""
+    return _render(_blocks(plan, syntax), syntax, config_limit_mb, default)
+
+
+def _render(
+    blocks: List[Tuple[Tuple[str, ...], CertFiles]],
+    syntax: str,
+    config_limit_mb: Optional[int],
+    default: Optional[CertFiles],
+) -> str:
+    """render_dropin from blocks already ordered (a run renders one plan once).
 
     2.3: ``local_name "a b" { ssl_cert = <fullchain  ssl_key = <key }`` (``<`` reads the file);
     2.4: ``local_name a { ssl_server_cert_file = fullchain  ssl_server_key_file = key }`` (paths).
@@ -111,7 +122,7 @@ def render_dropin(
             "# Raised by certbot-mailstack: the config process holds every local_name block.\n"
             f"service config {{\n  vsz_limit = {config_limit_mb}M\n}}\n"
         )
-    for names, files in _blocks(plan, syntax):
+    for names, files in blocks:
         if syntax == "2.4":
             out.append(
                 f'local_name "{names[0]}" {{\n'
@@ -127,6 +138,11 @@ def render_dropin(
                 "}\n"
             )
     return "".join(out)
+
+
+def text_digest(data: bytes) -> str:
+    """What the state records of the drop-in it wrote, to recognise it unchanged later."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def parse_size_mb(text: str) -> Optional[int]:
@@ -239,26 +255,34 @@ class Dovecot:
         changed: Sequence[str],
         default: Optional[CertFiles] = None,
         before_default: Optional[CertFiles] = None,
+        written: str = "",
     ) -> Rendered:
         """The new drop-in, and the part of it to validate: when the live drop-in is what this
         package wrote for ``before`` (and ``before_default``), only the default certificate, the
         memory limit and the blocks of the ``changed`` lineages (the others were validated when
-        written), so one lineage costs the same at any size; otherwise all of it."""
+        written), so one lineage costs the same at any size; otherwise all of it.
+
+        ``written`` is the digest (text_digest) of the drop-in this package last wrote: equal to the
+        live file's, it proves the file unchanged without rendering ``before`` again.
+        """
         syntax = self.syntax()
-        limit = self.config_limit(plan, syntax)
-        text = render_dropin(plan, syntax, limit, default=default)
+        blocks = _blocks(plan, syntax)
+        limit = self.config_limit(plan, syntax, len(blocks))
+        text = _render(blocks, syntax, limit, default)
         current = self.current()
-        if current is None or current.decode("utf-8", "replace") != render_dropin(
-            before, syntax, own_limit_mb(current), default=before_default
+        if current is None or not (
+            (written and text_digest(current) == written)
+            or current.decode("utf-8", "replace")
+            == render_dropin(before, syntax, own_limit_mb(current), default=before_default)
         ):
-            return Rendered(text, text, limit, block_count(plan, syntax))
+            return Rendered(text, text, limit, len(blocks))
         subset = Plan({lid: plan.lineages[lid] for lid in changed if lid in plan.lineages})
         check = render_dropin(subset, syntax, limit, default=default)
-        return Rendered(text, check, limit, block_count(plan, syntax))
+        return Rendered(text, check, limit, len(blocks))
 
     # -- the config process's memory (Dovecot 2.3) ------------------------------------------------
 
-    def config_limit(self, plan: Plan, syntax: str) -> Optional[int]:
+    def config_limit(self, plan: Plan, syntax: str, blocks: Optional[int] = None) -> Optional[int]:
         """The ``service config { vsz_limit }`` (MB) the drop-in should set, or None for none.
 
         The limit is raised before it is needed (when 1.5 times the blocks would not fit) to twice
@@ -267,7 +291,7 @@ class Dovecot:
         """
         if syntax != "2.3":
             return None
-        blocks = block_count(plan, syntax)
+        blocks = block_count(plan, syntax) if blocks is None else blocks
         own = own_limit_mb(self.current())
         with_headroom = required_limit_mb(blocks * 3 // 2)
         if with_headroom <= (own or DEFAULT_LIMIT_MB):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Dict, Iterable, List, Tuple
 
 from .names import is_wildcard
@@ -16,9 +17,10 @@ class CertFiles:
     key: str
     fullchain: str
 
-    @property
+    @cached_property
     def lineage_id(self) -> str:
-        """The directory of the full chain: certbot's ``live/<name>`` for a lineage."""
+        """The directory of the full chain: certbot's ``live/<name>`` for a lineage (asked for
+        several times per lineage and run, so kept: 10,000 lineages make it add up)."""
         return os.path.dirname(self.fullchain)
 
 
@@ -46,8 +48,13 @@ class Plan:
 
         Dovecot 2.3 uses the first matching ``local_name``, so exact names must come first.
         """
+        return list(self._entries)
+
+    @cached_property
+    def _entries(self) -> Tuple[Tuple[str, CertFiles], ...]:
+        """entries(), sorted once per plan: a run asks for them several times (the plan is frozen)."""
         pairs = [(name, lin.files) for lin in self.lineages.values() for name in lin.names]
-        return sorted(pairs, key=lambda pair: (is_wildcard(pair[0]), pair[0]))
+        return tuple(sorted(pairs, key=lambda pair: (is_wildcard(pair[0]), pair[0])))
 
     def names(self) -> List[str]:
         return [name for name, _ in self.entries()]

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from . import fsutil, listeners, service_managers
 from .certfiles import CheckedFiles, check_files
 from .confirm import confirm
-from .dovecot import Dovecot, Rendered, render_dropin
+from .dovecot import Dovecot, Rendered, render_dropin, text_digest
 from .errors import CommandError, InputError, MailstackError, MisconfiguredError
 from .model import CertFiles, Lineage, Plan
 from .names import normalize_name, probe_name
@@ -371,10 +371,9 @@ class Pipeline:
 
     def _prune(self, plan: Plan, keep: Set[str], outcome: Outcome) -> Plan:
         """Drop lineages whose files are gone (``certbot delete``) instead of breaking the daemons."""
+        listings = _Listings()
         gone = [
-            lin
-            for lid, lin in plan.lineages.items()
-            if lid not in keep and not (os.path.exists(lin.files.key) and os.path.exists(lin.files.fullchain))
+            lin for lid, lin in plan.lineages.items() if lid not in keep and not listings.present(lin.files)
         ]
         for lin in gone:
             self._warn(outcome, f"unmapped {', '.join(lin.names)}: {lin.files.fullchain} no longer exists")
@@ -404,13 +403,16 @@ class Pipeline:
             fsutil.remove_stale_temps(path)
         for fixed in postfix.secure_live_files() if postfix is not None else []:
             self._warn(outcome, f"private key material was exposed: {fixed}")
-        changed = [lid for lid, lin in plan.lineages.items() if state.plan.lineages.get(lid) != lin]
+        old = state.plan.lineages
+        changed = [
+            lid for lid, lin in plan.lineages.items() if old.get(lid) is not lin and old.get(lid) != lin
+        ]
         map_text = render_map(plan)
         default_name = self._default_name(settings, postfix)
         default, before_default = default_files(plan, default_name), default_files(state.plan, default_name)
         dropin = None
         if dovecot is not None:
-            dropin = dovecot.render(plan, state.plan, changed, default, before_default)
+            dropin = dovecot.render(plan, state.plan, changed, default, before_default, state.dovecot_dropin)
         chain = self._default_chain(state, postfix, default)
         rebuild_map = postfix is not None and (
             content_changed
@@ -431,7 +433,7 @@ class Pipeline:
         # Everything that can be checked is checked before the first live file changes:
         # the candidate map is built and verified beside the live one, the include is confirmed.
         candidate = (
-            postfix.build_candidate(plan, changed, state.plan, state.postfix_table)
+            postfix.build_candidate(plan, changed, state.plan, state.postfix_table, map_text)
             if postfix is not None and rebuild_map
             else None
         )
@@ -456,6 +458,7 @@ class Pipeline:
                 set(state.unconfirmed) | set(changed),
                 postfix.stamp(candidate.table) if postfix is not None and candidate else state.postfix_table,
                 chain.before if chain is not None else state.default_chain_before,
+                text_digest(dropin.text.encode()) if dropin is not None else state.dovecot_dropin,
             )
             if rebuild_map or set_chain:
                 new_state.pending_reload.add("postfix")
@@ -498,6 +501,7 @@ class Pipeline:
         state.pending_reload, state.unconfirmed = new_state.pending_reload, new_state.unconfirmed
         state.postfix_table = new_state.postfix_table
         state.default_chain_before = new_state.default_chain_before
+        state.dovecot_dropin = new_state.dovecot_dropin
 
     @staticmethod
     def _default_name(settings: Settings, postfix: Optional[Postfix]) -> str:
@@ -561,6 +565,31 @@ class Pipeline:
         _reload_one(service_managers.for_settings(settings), "dovecot")
         outcome.reloaded.append("dovecot")
         dovecot.wait_for_limit(dropin.limit_mb)
+
+
+class _Listings:
+    """Whether lineages' files still exist, with one ``listdir`` per parent directory.
+
+    certbot removes a whole ``live/<name>`` directory, so a lineage's directory is looked up in a
+    listing of its parent: 10,000 lineages cost one ``listdir``, not 20,000 ``stat`` calls. A key
+    kept outside its lineage directory, or a parent that cannot be listed, is looked up on its own.
+    """
+
+    def __init__(self) -> None:
+        self._seen: Dict[str, Optional[Set[str]]] = {}
+
+    def present(self, files: CertFiles) -> bool:
+        parent, _, name = files.lineage_id.rpartition("/")  # paths are absolute (names.check_path)
+        if parent not in self._seen:
+            try:
+                self._seen[parent] = set(os.listdir(parent))
+            except OSError:
+                self._seen[parent] = None
+        listing = self._seen[parent]
+        present = name in listing if listing is not None else os.path.exists(files.fullchain)
+        if present and files.key.rpartition("/")[0] != files.lineage_id:
+            present = os.path.exists(files.key)
+        return present
 
 
 def _reload_one(manager: service_managers.ServiceManager, service: str) -> None:

@@ -196,7 +196,12 @@ class Postfix:
         return self.map_type() != "cdb" and bool(stamp) and stamp == self.live_stamp()
 
     def build_candidate(
-        self, plan: Plan, changed: Sequence[str] = (), before: Optional[Plan] = None, stamp: str = ""
+        self,
+        plan: Plan,
+        changed: Sequence[str] = (),
+        before: Optional[Plan] = None,
+        stamp: str = "",
+        text: Optional[str] = None,
     ) -> Candidate:
         """Write and compile the new map beside the live one, and prove the entries made it in.
 
@@ -210,7 +215,8 @@ class Postfix:
         fsutil.check_owned(self.settings.postfix_map, "--postfix-map")
         kind = self.map_type()
         patch = before is not None and self.can_patch(stamp)
-        source = fsutil.write_temp(self.settings.postfix_map, render_map(plan).encode(), mode=0o600)
+        text = render_map(plan) if text is None else text  # the caller may have rendered it
+        source = fsutil.write_temp(self.settings.postfix_map, text.encode(), mode=0o600)
         candidate = Candidate(source, source + MAP_SUFFIXES[kind])
         try:
             if before is not None and patch:

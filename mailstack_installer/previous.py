@@ -37,10 +37,8 @@ class Previous:
         files: Dict[str, Optional[str]] = {}
         for label, path in (("map", settings.postfix_map), ("dropin", settings.dovecot_config),
                             ("state", state_path)):  # fmt: skip
-            data = fsutil.read_or_none(path)
-            files[label] = path if data is not None else None
-            if data is not None:
-                fsutil.atomic_write(os.path.join(self.directory, label), data, mode=0o600)
+            kept = fsutil.snapshot(path, os.path.join(self.directory, label))
+            files[label] = path if kept else None
         sni_param, default_chain = "", ""
         if settings.uses("postfix"):
             postfix = Postfix(settings)

@@ -1,0 +1,94 @@
+"""What keeps one deployment cheap on a host of 10,000 lineages without weakening a check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from mailstack_installer import fsutil
+from mailstack_installer.dovecot import Dovecot, render_dropin, text_digest
+from mailstack_installer.model import CertFiles, Lineage, Plan
+from mailstack_installer.pipeline import Outcome, Pipeline
+from mailstack_installer.settings import resolve
+
+
+def lineage_in(live: Path, name: str, *, key_dir: Path | None = None) -> Lineage:
+    directory = live / name
+    directory.mkdir(parents=True)
+    (directory / "fullchain.pem").write_text("chain")
+    key = (key_dir or directory) / "privkey.pem"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.write_text("key")
+    files = CertFiles(str(key), str(directory / "fullchain.pem"))
+    return Lineage(files, (f"mail.{name}.test",), "d")
+
+
+def test_prune_unmaps_a_lineage_whose_directory_certbot_deleted(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    kept, deleted = lineage_in(live, "kept"), lineage_in(live, "deleted")
+    plan = Plan({kept.id: kept, deleted.id: deleted})
+    shutil.rmtree(live / "deleted")
+    outcome = Outcome()
+
+    pruned = Pipeline(str(tmp_path))._prune(plan, set(), outcome)
+
+    assert list(pruned.lineages) == [kept.id]
+    assert outcome.warnings == [f"unmapped mail.deleted.test: {deleted.files.fullchain} no longer exists"]
+
+
+def test_prune_looks_up_a_key_kept_outside_its_lineage_on_its_own(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    apart = lineage_in(live, "apart", key_dir=tmp_path / "keys")
+    os.unlink(apart.files.key)
+
+    pruned = Pipeline(str(tmp_path))._prune(Plan({apart.id: apart}), set(), Outcome())
+
+    assert pruned.lineages == {}
+
+
+def test_prune_keeps_lineages_being_deployed_and_those_under_an_unlistable_parent(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    fresh = lineage_in(live, "fresh")
+    elsewhere = Lineage(CertFiles("/nonexistent/x/privkey.pem", "/nonexistent/x/fullchain.pem"), ("x.test",))
+    plan = Plan({fresh.id: fresh, elsewhere.id: elsewhere})
+
+    pruned = Pipeline(str(tmp_path))._prune(plan, {fresh.id}, Outcome())
+
+    assert list(pruned.lineages) == [fresh.id]  # the unlistable one is looked up, and is gone
+
+
+def test_snapshot_keeps_the_old_content_when_the_file_is_replaced(tmp_path: Path) -> None:
+    live, kept = tmp_path / "map", tmp_path / "kept"
+    live.write_bytes(b"old")
+    os.chmod(live, 0o600)
+
+    assert fsutil.snapshot(str(live), str(kept))
+    fsutil.atomic_write(str(live), b"new")
+
+    assert kept.read_bytes() == b"old"
+    assert kept.stat().st_mode & 0o077 == 0
+    assert not fsutil.snapshot(str(tmp_path / "absent"), str(tmp_path / "nothing"))
+
+
+def one(name: str) -> Lineage:
+    files = CertFiles(f"/le/live/{name}/privkey.pem", f"/le/live/{name}/fullchain.pem")
+    return Lineage(files, (f"mail.{name}.test",), "d")
+
+
+def test_dropin_recognised_by_its_recorded_digest_validates_only_the_change(tmp_path: Path) -> None:
+    settings = resolve({"dovecot-dir": str(tmp_path), "dovecot-syntax": "2.3"})
+    dropin = Path(settings.dovecot_config)
+    dropin.parent.mkdir(parents=True)
+    before = Plan({one("a").id: one("a")})
+    written = render_dropin(before, "2.3").encode()
+    dropin.write_bytes(written)
+    after = before.with_lineage(one("b"))
+
+    rendered = Dovecot(settings).render(after, before, [one("b").id], written=text_digest(written))
+    assert rendered.check_text == render_dropin(Plan({one("b").id: one("b")}), "2.3")
+
+    # Edited by hand since: neither the digest nor a fresh rendering of ``before`` matches it.
+    dropin.write_bytes(written + b"# edited\n")
+    rendered = Dovecot(settings).render(after, before, [one("b").id], written=text_digest(written))
+    assert rendered.check_text == rendered.text
