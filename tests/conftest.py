@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import List
+import signal
+from types import FrameType
+from typing import List, Optional
 
 import pytest
 
@@ -21,6 +23,16 @@ def missing_prerequisites() -> List[str]:
     if os.geteuid() != 0:
         gone.append("to run as root")
     return gone
+
+
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run stopped with SIGTERM (a CI timeout, ``kill``) tears down like Ctrl-C: the fixtures'
+    ``finally`` clauses stop every daemon they started instead of leaving them running."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
