@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the sdist and the wheel as a packager would, and prove what they ship:
-# - the sdist unpacks and carries the test suite and the man page (MANIFEST.in);
+# - the sdist unpacks and carries the test suite and the man page (MANIFEST.in), and its unit tests
+#   pass with Debian's python3 packages alone (certbot 2.1, cryptography, pytest), as a packager runs them;
 # - the wheel installs into a fresh virtualenv (certbot comes from the package index), the
 #   certbot-mailstack command runs, certbot discovers the mailstack plugin, the man page is installed.
 # Quiet on success; on failure it says which check failed and shows the tool's output.
@@ -37,6 +38,11 @@ top=$(find "$tmp/sdist" -mindepth 1 -maxdepth 1 -type d)
 for path in tests/unit tests/e2e tests/lab docs/certbot-mailstack.1 scripts/test.sh; do
     [ -e "$top/$path" ] || fail "the sdist lacks $path (MANIFEST.in)"
 done
+
+# A packager's offline test run: the unit suite from the unpacked sdist with Debian's own python3,
+# certbot, cryptography and pytest (no virtualenv, no network).
+step "the unit tests from the unpacked sdist with Debian's python3 packages" \
+    env -C "$top" -u PYTHONPATH /usr/bin/python3 -m pytest -q -p no:cacheprovider -W error tests/unit
 
 step "creating a fresh virtualenv" python3 -m venv "$tmp/venv"
 step "pip install of the wheel" "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check "${wheels[0]}"
