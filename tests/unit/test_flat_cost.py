@@ -92,3 +92,15 @@ def test_dropin_recognised_by_its_recorded_digest_validates_only_the_change(tmp_
     dropin.write_bytes(written + b"# edited\n")
     rendered = Dovecot(settings).render(after, before, [one("b").id], written=text_digest(written))
     assert rendered.check_text == rendered.text
+
+
+def test_copy_private_copies_every_byte_into_a_private_file(tmp_path: Path) -> None:
+    src, dst = tmp_path / "table.db", tmp_path / "candidate.db"
+    data = os.urandom(3 << 20) + b"tail"
+    src.write_bytes(data)
+    os.chmod(src, 0o644)
+
+    fsutil.copy_private(str(src), str(dst))
+
+    assert dst.read_bytes() == data
+    assert dst.stat().st_mode & 0o777 == 0o600
