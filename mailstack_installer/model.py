@@ -74,12 +74,12 @@ class Plan:
     lineages: Dict[str, Lineage] = field(default_factory=dict)
 
     def entries(self) -> List[Tuple[str, CertFiles]]:
-        """(name, files) pairs: exact names first, then wildcards, each group sorted.
+        """(name, files) pairs: exact names first, then wildcards, each group sorted; a name two
+        lineages serve comes twice, the primary first.
 
         Dovecot 2.3 uses the first matching ``local_name``, so exact names must come first.
         """
-        pairs = [(name, lin.files) for lin in self.lineages.values() for name in lin.names]
-        return sorted(pairs, key=lambda pair: (is_wildcard(pair[0]), pair[0]))
+        return [(name, files) for name, serving in self.served() for files in serving]
 
     def serving(self) -> List[Tuple[str, Tuple[Lineage, ...]]]:
         """Each name with the lineages serving it, primary first: the one place that says what a

@@ -107,7 +107,7 @@ class Options:
 
 def select(plan: Plan, names: Sequence[str]) -> List[Tuple[str, CertFiles]]:
     """(name, files) to check: every mapped name, or those given (each must be mapped). A name an
-    ECDSA and an RSA lineage serve comes once per lineage."""
+    ECDSA and an RSA lineage serve comes once per lineage, the primary first."""
     entries = plan.entries()
     if not names:
         return entries
