@@ -14,6 +14,7 @@ from typing import List, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .errors import InputError
 from .model import CertFiles
@@ -29,8 +30,47 @@ def pem_digest(data: bytes) -> str:
     The same value for key + chain files and for ``postmap -Fq`` output (which joins the files'
     contents), so the compiled map can be checked against the very files that were checked.
     """
-    blocks = [match.group(0).replace(b"\r\n", b"\n") for match in _PEM_ANY.finditer(data)]
+    return _digest(_blocks(data))
+
+
+def _blocks(data: bytes) -> List[bytes]:
+    return [match.group(0).replace(b"\r\n", b"\n") for match in _PEM_ANY.finditer(data)]
+
+
+def _digest(blocks: List[bytes]) -> str:
     return hashlib.sha256(b"\n".join(blocks)).hexdigest()
+
+
+def pair_digests(data: bytes) -> List[str]:
+    """pem_digest of each key + chain pair in ``data``, cut before each private key block: what a
+    ``postmap -Fq`` value listing several pairs (RSA and ECDSA) holds, pair by pair, to compare
+    with each lineage's digest."""
+    pairs: List[List[bytes]] = []
+    for block in _blocks(data):
+        if b"PRIVATE KEY-----" in block.partition(b"\n")[0] or not pairs:
+            pairs.append([])
+        pairs[-1].append(block)
+    return [_digest(pair) for pair in pairs]
+
+
+def key_type(key: object) -> str:
+    """ "rsa", "ec", or the key class's own short name (e.g. "ed25519"): which lineages may serve a
+    name side by side (model.slots) is decided by this."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "rsa"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return "ec"
+    return type(key).__name__.lower().replace("privatekey", "").lstrip("_") or "other"
+
+
+def key_type_of_file(path: str) -> str:
+    """The type of the private key in ``path``, or "" if it cannot be read or parsed (a lineage
+    whose type is not known serves its names alone, as before types were kept)."""
+    try:
+        with open(path, "rb") as handle:
+            return key_type(serialization.load_pem_private_key(handle.read(), password=None))
+    except (OSError, ValueError, TypeError):
+        return ""
 
 
 @dataclass(frozen=True)
@@ -40,6 +80,7 @@ class CheckedFiles:
     files: CertFiles
     dns_names: Tuple[str, ...]
     digest: str
+    key_type: str = ""
 
 
 def _read(path: str, what: str) -> bytes:
@@ -125,4 +166,4 @@ def check_files(files: CertFiles) -> CheckedFiles:
     except x509.ExtensionNotFound:
         dns_names = ()
     digest = pem_digest(key_data + b"\n" + chain_data)
-    return CheckedFiles(files, dns_names, digest)
+    return CheckedFiles(files, dns_names, digest, key_type(key))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .errors import MisconfiguredError
 from .listeners import Listener
@@ -31,10 +31,16 @@ def _working_listener(listeners: List[Listener], timeout: float) -> Optional[Lis
     return None
 
 
+#: What to expect from one handshake: (SNI name, the only key type the client accepts or None).
+Expectation = Tuple[str, Optional[str]]
+
+
 def confirm(
-    daemon: str, listeners: List[Listener], expected: Dict[str, str], timeout: float = 10.0
+    daemon: str, listeners: List[Listener], expected: Dict[Expectation, str], timeout: float = 10.0
 ) -> Optional[str]:
-    """Wait until ``daemon`` serves ``expected`` (SNI name -> leaf fingerprint) on one of its listeners.
+    """Wait until ``daemon`` serves ``expected`` ((SNI name, client key type) -> leaf fingerprint)
+    on one of its listeners. A name an ECDSA and an RSA lineage serve side by side is asked by an
+    ECDSA-only and an RSA-only client, each expecting its lineage's leaf.
 
     Returns a warning when no listener answers (nothing to judge by); raises MisconfiguredError
     when a name is still served another certificate after ``timeout`` seconds.
@@ -43,21 +49,22 @@ def confirm(
     if listener is None:
         where = ", ".join(str(item) for item in listeners) or "no TLS listener found in its configuration"
         return f"could not confirm what {daemon} serves: no listener answered ({where})"
-    for name, want in expected.items():
+    for (name, key_type), want in expected.items():
         deadline = time.monotonic() + timeout
         while True:
             try:
                 got = hashlib.sha256(
-                    served_certificate(listener.host, listener.port, listener.mode, name, timeout)
+                    served_certificate(listener.host, listener.port, listener.mode, name, timeout, key_type)
                 ).hexdigest()
             except ProbeError as exc:
                 got = f"no certificate ({exc})"
             if got == want:
                 break
             if time.monotonic() > deadline:
+                client = f" to {key_type}-only clients" if key_type else ""
                 raise MisconfiguredError(
-                    f"{daemon} did not take the new configuration: {name} on {listener} is served "
-                    f"{got[:16]}, expected {want[:16]}"
+                    f"{daemon} did not take the new configuration: {name} on {listener} is served"
+                    f"{client} {got[:16]}, expected {want[:16]}"
                 )
             time.sleep(0.2)
     return None

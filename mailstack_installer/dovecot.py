@@ -19,12 +19,12 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import fsutil, runner
 from .constants import HEADER
 from .errors import CommandError, MisconfiguredError, NotInstalledError
-from .model import CertFiles, Plan
+from .model import CertFiles, Plan, Serving, as_serving
 from .names import is_wildcard
 from .settings import Settings
 
@@ -52,28 +52,62 @@ BASE_MB = 64
 DEFAULT_LIMIT_MB = 256
 
 
-def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], CertFiles]]:
+def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], Serving]]:
     """The ``local_name`` blocks in the order the given Dovecot version needs.
 
     2.3 takes the first matching block, so every exact name precedes every wildcard, and one block
-    per lineage lists all its names (keeping the config process small on hosts with many names).
-    2.4 takes one name per block and the last match, so wildcards come first.
+    per distinct set of files (a lineage, or an ECDSA + RSA pair of lineages) lists all its names,
+    keeping the config process small on hosts with many names. 2.4 takes one name per block and
+    the last match, so wildcards come first.
     """
-    exact: List[Tuple[Tuple[str, ...], CertFiles]] = []
-    wild: List[Tuple[Tuple[str, ...], CertFiles]] = []
-    for lineage in sorted(plan.lineages.values(), key=lambda lin: lin.id):
-        names = sorted(lineage.names)
+    groups: Dict[Serving, List[str]] = {}
+    for name, serving in plan.served():
+        groups.setdefault(serving, []).append(name)
+    exact: List[Tuple[Tuple[str, ...], Serving]] = []
+    wild: List[Tuple[Tuple[str, ...], Serving]] = []
+    for serving in sorted(groups, key=lambda files: [f.lineage_id for f in files]):
+        names = sorted(groups[serving])
         plain = tuple(n for n in names if not is_wildcard(n))
         stars = tuple(n for n in names if is_wildcard(n))
         if syntax == "2.4":
-            exact += [((n,), lineage.files) for n in plain]
-            wild += [((n,), lineage.files) for n in stars]
+            exact += [((n,), serving) for n in plain]
+            wild += [((n,), serving) for n in stars]
             continue
         if plain:
-            exact.append((plain, lineage.files))
+            exact.append((plain, serving))
         if stars:
-            wild.append((stars, lineage.files))
+            wild.append((stars, serving))
     return wild + exact if syntax == "2.4" else exact + wild
+
+
+#: Setting names per syntax: (certificate, key, alternative certificate, alternative key). 2.3
+#: reads ``<file`` contents; 2.4 takes plain paths (FACTS §3.4).
+_SETTINGS = {
+    "2.3": ("ssl_cert = <", "ssl_key = <", "ssl_alt_cert = <", "ssl_alt_key = <"),
+    "2.4": (
+        "ssl_server_cert_file = ",
+        "ssl_server_key_file = ",
+        "ssl_server_alt_cert_file = ",
+        "ssl_server_alt_key_file = ",
+    ),
+}
+
+
+def _cert_settings(serving: Serving, syntax: str, indent: str, clear_alt: bool = False) -> str:
+    """The primary (ECDSA) pair as ssl_cert/ssl_key, an RSA partner as ssl_alt_cert/ssl_alt_key:
+    OpenSSL then serves whichever the client's signature algorithms accept.
+
+    ``clear_alt``: a block inherits top-level settings it does not set, so under a dual default
+    a one-lineage block would also load the default's alternative pair, which replaces its own
+    pair of the same key type; the block then sets the alternative to nothing.
+    """
+    cert, key, alt_cert, alt_key = _SETTINGS[syntax]
+    out = f"{indent}{cert}{serving[0].fullchain}\n{indent}{key}{serving[0].key}\n"
+    for files in serving[1:]:
+        out += f"{indent}{alt_cert}{files.fullchain}\n{indent}{alt_key}{files.key}\n"
+    if clear_alt and len(serving) == 1:
+        out += f"{indent}{alt_cert.rstrip(' <')}\n{indent}{alt_key.rstrip(' <')}\n"
+    return out
 
 
 def block_count(plan: Plan, syntax: str = "2.3") -> int:
@@ -90,7 +124,7 @@ def render_dropin(
     syntax: str = "2.3",
     config_limit_mb: Optional[int] = None,
     *,
-    default: Optional[CertFiles] = None,
+    default: Union[CertFiles, Serving, None] = None,
 ) -> str:
     """The drop-in: the optional default certificate, an optional ``service config`` memory limit,
     then the ``local_name`` blocks (see _render)."""
@@ -98,45 +132,34 @@ def render_dropin(
 
 
 def _render(
-    blocks: List[Tuple[Tuple[str, ...], CertFiles]],
+    blocks: List[Tuple[Tuple[str, ...], Serving]],
     syntax: str,
     config_limit_mb: Optional[int],
-    default: Optional[CertFiles],
+    default: Union[CertFiles, Serving, None],
 ) -> str:
     """render_dropin from blocks already ordered (a run renders one plan once).
 
     2.3: ``local_name "a b" { ssl_cert = <fullchain  ssl_key = <key }`` (``<`` reads the file);
     2.4: ``local_name a { ssl_server_cert_file = fullchain  ssl_server_key_file = key }`` (paths).
-    The default certificate is the same two settings at top level: the drop-in is read after
+    A name served by an ECDSA and an RSA lineage adds ``ssl_alt_cert``/``ssl_alt_key`` (2.4:
+    ``ssl_server_alt_cert_file``/``ssl_server_alt_key_file``) for the RSA one.
+    The default certificate is the same settings at top level: the drop-in is read after
     conf.d/10-ssl.conf, so they replace the certificate served without SNI or to unknown names.
     """
     out = [f"# {HEADER}\n"]
-    if default is not None:
+    defaults = as_serving(default)
+    if defaults:
         out.append("# The default certificate: for clients that send no SNI or a name not below.\n")
-        if syntax == "2.4":
-            out.append(f"ssl_server_cert_file = {default.fullchain}\nssl_server_key_file = {default.key}\n")
-        else:
-            out.append(f"ssl_cert = <{default.fullchain}\nssl_key = <{default.key}\n")
+        out.append(_cert_settings(defaults, syntax, ""))
     if config_limit_mb is not None:
         out.append(
             "# Raised by certbot-mailstack: the config process holds every local_name block.\n"
             f"service config {{\n  vsz_limit = {config_limit_mb}M\n}}\n"
         )
-    for names, files in blocks:
-        if syntax == "2.4":
-            out.append(
-                f'local_name "{names[0]}" {{\n'
-                f"  ssl_server_cert_file = {files.fullchain}\n"
-                f"  ssl_server_key_file = {files.key}\n"
-                "}\n"
-            )
-        else:
-            out.append(
-                f'local_name "{" ".join(names)}" {{\n'
-                f"  ssl_cert = <{files.fullchain}\n"
-                f"  ssl_key = <{files.key}\n"
-                "}\n"
-            )
+    for names, serving in blocks:
+        shown = names[0] if syntax == "2.4" else " ".join(names)
+        settings = _cert_settings(serving, syntax, "  ", clear_alt=len(defaults) > 1)
+        out.append(f'local_name "{shown}" {{\n{settings}}}\n')
     return "".join(out)
 
 
@@ -253,8 +276,8 @@ class Dovecot:
         plan: Plan,
         before: Plan,
         changed: Sequence[str],
-        default: Optional[CertFiles] = None,
-        before_default: Optional[CertFiles] = None,
+        default: Union[CertFiles, Serving, None] = None,
+        before_default: Union[CertFiles, Serving, None] = None,
         written: str = "",
     ) -> Rendered:
         """The new drop-in, and the part of it to validate: when the live drop-in is what this

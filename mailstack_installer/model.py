@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Sequence, Set, Tuple, Union
 
 from .names import is_wildcard
 
@@ -24,56 +24,128 @@ class CertFiles:
         return os.path.dirname(self.fullchain)
 
 
+#: The key types a name can be served with side by side: one RSA and one ECDSA lineage, and the TLS
+#: library picks by the client's signature algorithms. Any other type (Ed25519, or "" = not known,
+#: as in state files written before key types were kept) serves a name alone.
+DUAL_TYPES = ("ec", "rsa")
+
+
+def slots(key_type: str) -> FrozenSet[str]:
+    """The places on a name a lineage of ``key_type`` occupies: its own type for RSA and ECDSA,
+    both for any other, so that only an RSA + ECDSA pair ever shares a name."""
+    return frozenset((key_type,)) if key_type in DUAL_TYPES else frozenset(DUAL_TYPES)
+
+
+#: Which files serve one name: one pair, or an ECDSA and an RSA pair (primary first).
+Serving = Tuple[CertFiles, ...]
+
+
+def as_serving(files: Union[CertFiles, Sequence[CertFiles], None]) -> Serving:
+    """One pair, several or none, as a Serving tuple (callers may pass a lone CertFiles)."""
+    if files is None:
+        return ()
+    return (files,) if isinstance(files, CertFiles) else tuple(files)
+
+
 @dataclass(frozen=True)
 class Lineage:
-    """One certificate lineage as deployed: its files, its names, and a digest of their content."""
+    """One certificate lineage as deployed: its files, its names, a digest of their content, and
+    its private key's type ("rsa", "ec", another, or "" when not known yet)."""
 
     files: CertFiles
     names: Tuple[str, ...]
     digest: str = ""
+    key_type: str = ""
 
     @property
     def id(self) -> str:
         return self.files.lineage_id
 
+    @property
+    def rank(self) -> int:
+        """Order among the lineages serving one name: ECDSA is primary (smaller and faster, what
+        current clients prefer), RSA the alternative for clients that offer no ECDSA."""
+        return DUAL_TYPES.index(self.key_type) if self.key_type in DUAL_TYPES else len(DUAL_TYPES)
+
 
 @dataclass(frozen=True)
 class Plan:
-    """Every lineage to serve, keyed by lineage id; each name belongs to exactly one lineage."""
+    """Every lineage to serve, keyed by lineage id. A name belongs to at most one lineage per key
+    type: an RSA and an ECDSA lineage may both serve it (see ``slots``), any other pair may not."""
 
     lineages: Dict[str, Lineage] = field(default_factory=dict)
 
     def entries(self) -> List[Tuple[str, CertFiles]]:
-        """(name, files) pairs: exact names first, then wildcards, each group sorted.
+        """(name, files) pairs: exact names first, then wildcards, each group sorted; a name two
+        lineages serve comes twice, the primary first.
 
         Dovecot 2.3 uses the first matching ``local_name``, so exact names must come first.
         """
-        return list(self._entries)
+        return [(name, files) for name, serving in self.served() for files in serving]
+
+    def serving(self) -> List[Tuple[str, Tuple[Lineage, ...]]]:
+        """Each name with the lineages serving it, primary first: the one place that says what a
+        name serves, for the Postfix map, the Dovecot blocks, the default certificate and verify.
+        Exact names first, then wildcards, each group sorted (as ``entries``)."""
+        return list(self._serving)
+
+    def served(self) -> List[Tuple[str, Serving]]:
+        """(name, files of each lineage serving it, primary first), in ``serving`` order."""
+        return list(self._served)
 
     @cached_property
-    def _entries(self) -> Tuple[Tuple[str, CertFiles], ...]:
-        """entries(), sorted once per plan: a run asks for them several times (the plan is frozen)."""
-        pairs = [(name, lin.files) for lin in self.lineages.values() for name in lin.names]
-        return tuple(sorted(pairs, key=lambda pair: (is_wildcard(pair[0]), pair[0])))
+    def _serving(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
+        # Built once per plan (it is frozen): one run asks for it several times, and at 10,000
+        # names each build is a sort of every name.
+        by_name: Dict[str, List[Lineage]] = {}
+        for lineage in self.lineages.values():
+            for name in lineage.names:
+                by_name.setdefault(name, []).append(lineage)
+        return tuple(
+            (name, tuple(sorted(lins, key=lambda lin: (lin.rank, lin.id)) if len(lins) > 1 else lins))
+            for name, lins in sorted(by_name.items(), key=lambda item: (is_wildcard(item[0]), item[0]))
+        )
+
+    @cached_property
+    def _served(self) -> Tuple[Tuple[str, Serving], ...]:
+        return tuple((name, tuple(lin.files for lin in lins)) for name, lins in self._serving)
 
     def names(self) -> List[str]:
-        return [name for name, _ in self.entries()]
+        return [name for name, _ in self.serving()]
+
+    def dual_names(self) -> Set[str]:
+        """Names an ECDSA and an RSA lineage serve side by side: which leaf a client gets depends
+        on the key types it accepts, so checks of them ask with a client of one type."""
+        return {name for name, lineages in self.serving() if len(lineages) > 1}
 
     def with_lineage(self, lineage: Lineage) -> Plan:
-        """A new plan where ``lineage`` is added or replaced and its names are taken from any other."""
+        """A new plan where ``lineage`` is added or replaced and its names are taken from any other
+        of the same key type (an RSA and an ECDSA lineage then serve them side by side)."""
         return self.with_lineages([lineage])
 
     def with_lineages(self, lineages: Iterable[Lineage]) -> Plan:
         """with_lineage for many at once, in one pass over the plan (a bulk import of 10,000
-        lineages must not copy the plan per lineage); a name two of them claim goes to the later."""
+        lineages must not copy the plan per lineage); a name two of them claim for the same key
+        type goes to the later."""
         incoming = {lineage.id: lineage for lineage in lineages}
-        owner = {name: lid for lid, lineage in incoming.items() for name in lineage.names}
+        claim: Dict[Tuple[str, str], str] = {}
+        for lid, lineage in incoming.items():
+            for name in lineage.names:
+                for slot in slots(lineage.key_type):
+                    claim[(name, slot)] = lid
+        taken: Set[Tuple[str, str]] = set()  # (name, slot) an incoming lineage keeps
+        kept: Dict[str, Lineage] = {}
+        for lid, lineage in incoming.items():
+            mine = slots(lineage.key_type)
+            names = [n for n in lineage.names if all(claim[(n, s)] == lid for s in mine)]
+            taken.update((n, s) for n in names for s in mine)
+            _keep(kept, lineage, names)
         result: Dict[str, Lineage] = {}
         for lid, lineage in self.lineages.items():
             if lid not in incoming:
-                _keep(result, lineage, [n for n in lineage.names if n not in owner])
-        for lid, lineage in incoming.items():
-            _keep(result, lineage, [n for n in lineage.names if owner[n] == lid])
+                mine = slots(lineage.key_type)
+                _keep(result, lineage, [n for n in lineage.names if not any((n, s) in taken for s in mine)])
+        result.update(kept)
         return Plan(result)
 
     def without(self, lineage_ids: Iterable[str]) -> Plan:
@@ -86,4 +158,4 @@ def _keep(into: Dict[str, Lineage], lineage: Lineage, names: List[str]) -> None:
     if len(names) == len(lineage.names):
         into[lineage.id] = lineage
     elif names:
-        into[lineage.id] = Lineage(lineage.files, tuple(names), lineage.digest)
+        into[lineage.id] = replace(lineage, names=tuple(names))

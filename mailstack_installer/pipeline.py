@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from . import fsutil, listeners, service_managers
-from .certfiles import CheckedFiles, check_files
+from .certfiles import CheckedFiles, check_files, key_type_of_file
 from .confirm import confirm
 from .dovecot import Dovecot, Rendered, render_dropin, text_digest
 from .errors import CommandError, InputError, MailstackError, MisconfiguredError
-from .model import CertFiles, Lineage, Plan
+from .model import CertFiles, Lineage, Plan, Serving, as_serving
 from .names import normalize_name, probe_name
 from .postfix import Postfix, chain_value, render_map, same_chain
 from .previous import Previous
@@ -69,20 +69,27 @@ def covers(sans: Sequence[str], name: str) -> bool:
     return not name.startswith("*.") and bool(parent) and f"*.{parent}" in lowered
 
 
-def default_files(plan: Plan, name: str) -> Optional[CertFiles]:
-    """The files of the lineage a client asking for ``name`` would get, to serve as the default
-    certificate: the lineage mapping ``name`` itself, else the one mapping the wildcard that covers
-    it (one label, as a certificate does); None if none does, or for no name."""
+def default_serving(plan: Plan, name: str) -> Serving:
+    """The files of the lineages a client asking for ``name`` would get, to serve as the default
+    certificate: those serving ``name`` itself, else those serving the wildcard that covers it
+    (one label, as a certificate does); empty if none do, or for no name. Two when an ECDSA and
+    an RSA lineage serve it (primary first)."""
     if not name:
-        return None
+        return ()
     wildcard = f"*.{name.partition('.')[2]}"
-    found: Optional[CertFiles] = None
-    for lineage in plan.lineages.values():
-        if name in lineage.names:
-            return lineage.files
-        if wildcard in lineage.names:
-            found = lineage.files
+    found: Serving = ()
+    for served, serving in plan.served():
+        if served == name:
+            return serving
+        if served == wildcard:
+            found = serving
     return found
+
+
+def default_files(plan: Plan, name: str) -> Optional[CertFiles]:
+    """The primary of default_serving (None if none)."""
+    serving = default_serving(plan, name)
+    return serving[0] if serving else None
 
 
 @dataclass(frozen=True)
@@ -201,8 +208,10 @@ class Pipeline:
             dropped = [n for n in known.names if n not in names]
             if dropped:
                 self._warn(outcome, f"{', '.join(dropped)} no longer in {known.files.fullchain}: unmapped")
-            lineage = Lineage(known.files, names, checked.digest)
-            plan = state.plan.without([lineage_id]) if not names else state.plan.with_lineage(lineage)
+            lineage = Lineage(known.files, names, checked.digest, checked.key_type)
+            plan = state.plan.without([lineage_id])
+            if names:
+                plan = _typed(state.plan, [lineage]).with_lineage(lineage)
             plan = self._prune(plan, {lineage_id}, outcome)
             changed = checked.digest != known.digest
             self._apply(state, settings, options, plan, changed, None, outcome)
@@ -216,7 +225,10 @@ class Pipeline:
             state = self.store.load()
             options, settings = self._resolved(state)
             plan = state.plan
-            by_name = {name: lid for lid, lin in plan.lineages.items() for name in lin.names}
+            by_name: Dict[str, List[str]] = {}  # an ECDSA and an RSA lineage may serve a name
+            for lid, lin in plan.lineages.items():
+                for name in lin.names:
+                    by_name.setdefault(name, []).append(lid)
             for lineage_name in lineage_names:
                 matches = [lid for lid in plan.lineages if lineage_name in (lid, os.path.basename(lid))]
                 if not matches:
@@ -226,15 +238,15 @@ class Pipeline:
                 plan = plan.without(matches)
             for raw in names:
                 name = normalize_name(raw)
-                lid = by_name.get(name)
-                if lid is None:
+                if name not in by_name:
                     raise InputError(f"{name} is not mapped (see certbot-mailstack status)")
-                lineage = plan.lineages.get(lid)
-                if lineage is not None:
-                    kept = tuple(n for n in lineage.names if n != name)
-                    plan = plan.without([lid])
-                    if kept:
-                        plan = plan.with_lineage(Lineage(lineage.files, kept, lineage.digest))
+                for lid in by_name[name]:
+                    lineage = plan.lineages.get(lid)
+                    if lineage is not None:
+                        kept = tuple(n for n in lineage.names if n != name)
+                        plan = plan.without([lid])
+                        if kept:
+                            plan = plan.with_lineage(replace(lineage, names=kept))
             self._apply(state, settings, options, plan, False, None, outcome)
         return outcome
 
@@ -290,8 +302,11 @@ class Pipeline:
 
     def _confirm(self, settings: Settings, state: State, reloaded: List[str], outcome: Outcome) -> None:
         sample = [state.plan.lineages[lid] for lid in sorted(state.unconfirmed) if lid in state.plan.lineages]
+        dual = state.plan.dual_names()
         expected = {
-            probe_name(lin.names[0]): lineage_leaf(lin.files).fingerprint
+            (probe_name(lin.names[0]), lin.key_type if lin.names[0] in dual else None): lineage_leaf(
+                lin.files
+            ).fingerprint
             for lin in sample[: self.CONFIRM_SAMPLE]
         }
         if not expected:
@@ -349,7 +364,8 @@ class Pipeline:
             state.plan.lineages.get(lin.id) is None or state.plan.lineages[lin.id].digest != lin.digest
             for lin in lineages
         )
-        plan = self._prune(state.plan.with_lineages(lineages), {lin.id for lin in lineages}, outcome)
+        plan = _typed(state.plan, lineages).with_lineages(lineages)
+        plan = self._prune(plan, {lin.id for lin in lineages}, outcome)
         self._apply(state, settings, options, plan, content_changed, checkpoint, outcome)
 
     @staticmethod
@@ -367,7 +383,7 @@ class Pipeline:
             for name in known.names:
                 if covers(checked.dns_names, name):
                     names.setdefault(name, None)
-        return Lineage(checked.files, tuple(names), checked.digest)
+        return Lineage(checked.files, tuple(names), checked.digest, checked.key_type)
 
     def _prune(self, plan: Plan, keep: Set[str], outcome: Outcome) -> Plan:
         """Drop lineages whose files are gone (``certbot delete``) instead of breaking the daemons."""
@@ -409,7 +425,8 @@ class Pipeline:
         ]
         map_text = render_map(plan)
         default_name = self._default_name(settings, postfix)
-        default, before_default = default_files(plan, default_name), default_files(state.plan, default_name)
+        default = default_serving(plan, default_name)
+        before_default = default_serving(state.plan, default_name)
         dropin = None
         if dovecot is not None:
             dropin = dovecot.render(plan, state.plan, changed, default, before_default, state.dovecot_dropin)
@@ -520,21 +537,24 @@ class Pipeline:
 
     @staticmethod
     def _default_chain(
-        state: State, postfix: Optional[Postfix], default: Optional[CertFiles]
+        state: State, postfix: Optional[Postfix], default: Union[CertFiles, Serving, None]
     ) -> Optional[DefaultChain]:
-        """Point smtpd_tls_chain_files at the lineage covering the default name; when none does any
-        more, put back the value it had before this package set it, unless it was changed by hand."""
+        """Point smtpd_tls_chain_files at the lineage(s) covering the default name; when none does
+        any more, put back the value it had before this package set it, unless it was changed by
+        hand."""
         if postfix is None:
             return None
         current, before = postfix.default_chain(), state.default_chain_before
-        if default is not None:
-            value = chain_value(default)
+        serving = as_serving(default)
+        if serving:
+            value = chain_value(serving)
             if same_chain(current, value):
                 return DefaultChain(current, None, before)
             return DefaultChain(current, value, current if before is None else before)
         if before is None:
             return DefaultChain(current, None, None)
         ours = [chain_value(lin.files) for lin in state.plan.lineages.values()]
+        ours += {chain_value(serving) for _, serving in state.plan.served() if len(serving) > 1}
         if not any(same_chain(current, value) for value in ours):
             logger.info(
                 "smtpd_tls_chain_files was changed in %s since certbot-mailstack set it: left as it is",
@@ -551,7 +571,7 @@ class Pipeline:
         state: State,
         dovecot: Dovecot,
         dropin: Rendered,
-        default: Optional[CertFiles],
+        default: Serving,
         outcome: Outcome,
     ) -> None:
         """Give the running Dovecot its larger config process limit, with the blocks it has now,
@@ -590,6 +610,22 @@ class _Listings:
         if present and files.key.rpartition("/")[0] != files.lineage_id:
             present = os.path.exists(files.key)
         return present
+
+
+def _typed(plan: Plan, incoming: Sequence[Lineage]) -> Plan:
+    """``plan`` with the key type filled in for each lineage of unknown type ("": a state file from
+    before types were kept) that shares a name with ``incoming``: whether an incoming lineage takes
+    a name or serves it beside the other depends on it. Only those few key files are read, not the
+    thousands an old state may list."""
+    wanted = {name for lineage in incoming for name in lineage.names}
+    ids = {lineage.id for lineage in incoming}
+    found = [
+        replace(lin, key_type=key_type_of_file(lin.files.key))
+        for lid, lin in plan.lineages.items()
+        if not lin.key_type and lid not in ids and not wanted.isdisjoint(lin.names)
+    ]
+    typed = [lin for lin in found if lin.key_type]
+    return Plan({**plan.lineages, **{lin.id: lin for lin in typed}}) if typed else plan
 
 
 def _reload_one(manager: service_managers.ServiceManager, service: str) -> None:

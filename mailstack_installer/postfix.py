@@ -11,13 +11,13 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from . import fsutil, runner
-from .certfiles import pem_digest
+from .certfiles import pair_digests, pem_digest
 from .constants import HEADER, MAP_SUFFIXES
 from .errors import MisconfiguredError, NotInstalledError
-from .model import CertFiles, Lineage, Plan
+from .model import CertFiles, Lineage, Plan, Serving, as_serving
 from .names import is_wildcard
 from .settings import Settings
 
@@ -29,10 +29,17 @@ def map_key(name: str) -> str:
     return name[1:] if is_wildcard(name) else name
 
 
+def entry_value(serving: Serving, separator: str = " ") -> str:
+    """The files one name serves, each key before its chain as Postfix requires: one pair, or an
+    ECDSA and an RSA pair that smtpd loads together and picks from by the client's signature
+    algorithms (as smtpd_tls_chain_files; FACTS §2)."""
+    return separator.join(f"{files.key}{separator}{files.fullchain}" for files in serving)
+
+
 def render_map(plan: Plan) -> str:
-    """The map source: ``name key-file fullchain-file`` per line (key first, as Postfix requires)."""
+    """The map source: ``name key-file fullchain-file [key-file fullchain-file]`` per line."""
     lines = [f"# {HEADER}"]
-    lines += [f"{map_key(name)} {files.key} {files.fullchain}" for name, files in plan.entries()]
+    lines += [f"{map_key(name)} {entry_value(serving)}" for name, serving in plan.served()]
     return "\n".join(lines) + "\n"
 
 
@@ -45,9 +52,10 @@ def keys_of(plan: Plan) -> List[str]:
 DEFAULT_CHAIN = "smtpd_tls_chain_files"
 
 
-def chain_value(files: CertFiles) -> str:
-    """The ``smtpd_tls_chain_files`` value serving a lineage: key first, as in the SNI map."""
-    return f"{files.key}, {files.fullchain}"
+def chain_value(files: Union[CertFiles, Serving]) -> str:
+    """The ``smtpd_tls_chain_files`` value serving a lineage (or an ECDSA and an RSA one): key
+    first, as in the SNI map."""
+    return entry_value(as_serving(files), ", ")
 
 
 def same_chain(first: str, second: str) -> bool:
@@ -55,15 +63,14 @@ def same_chain(first: str, second: str) -> bool:
     return re.split(r"[\s,]+", first.strip()) == re.split(r"[\s,]+", second.strip())
 
 
-def _entry_changes(
-    before: Plan, after: Plan, changed: Sequence[str]
-) -> Tuple[Dict[str, CertFiles], List[str]]:
-    """The map edits that turn ``before`` into ``after``: entries to write (new, re-pointed, or of a
-    lineage in ``changed``, whose files' content changed) and keys to delete."""
-    old = {map_key(name): files for name, files in before.entries()}
-    new = {map_key(name): files for name, files in after.entries()}
+def _entry_changes(before: Plan, after: Plan, changed: Sequence[str]) -> Tuple[Dict[str, Serving], List[str]]:
+    """The map edits that turn ``before`` into ``after``: entries to write (new, re-pointed, or
+    served by a lineage in ``changed``, whose files' content changed: either of a dual entry's)
+    and keys to delete."""
+    old = {map_key(name): serving for name, serving in before.served()}
+    new = {map_key(name): serving for name, serving in after.served()}
     renewed = set(changed)
-    written = {k: f for k, f in new.items() if old.get(k) != f or f.lineage_id in renewed}
+    written = {k: s for k, s in new.items() if old.get(k) != s or any(f.lineage_id in renewed for f in s)}
     return written, [k for k in old if k not in new]
 
 
@@ -225,18 +232,18 @@ class Postfix:
                 warnings = self._patch(candidate, written, removed)
                 self._check_absent(candidate, [key for key in removed if key not in written])
             else:
-                written = {map_key(name): files for name, files in plan.entries()}
+                written = {map_key(name): serving for name, serving in plan.served()}
                 result = runner.run(["postmap", "-F", "-c", self.dir, f"{kind}:{source}"])
                 warnings = result.stderr
             os.chmod(candidate.table, 0o600)  # postmap copies the source's mode; keys must stay private
             self._check_keys(candidate, list(written), warnings)
-            self._check_content(candidate, [plan.lineages[lid] for lid in changed])
+            self._check_content(candidate, plan, changed)
         except BaseException:
             self.discard(candidate)
             raise
         return candidate
 
-    def _patch(self, candidate: Candidate, written: Dict[str, CertFiles], removed: List[str]) -> str:
+    def _patch(self, candidate: Candidate, written: Dict[str, Serving], removed: List[str]) -> str:
         """Edit the copied table in place: delete ``removed`` keys, insert or replace ``written``."""
         ref = f"{self.map_type()}:{candidate.source}"
         warnings = ""
@@ -244,7 +251,7 @@ class Postfix:
             keys = "\n".join(removed) + "\n"
             warnings += runner.run(["postmap", "-c", self.dir, "-d", "-", ref], input_text=keys).stderr
         if written:
-            lines = "".join(f"{key} {files.key} {files.fullchain}\n" for key, files in written.items())
+            lines = "".join(f"{key} {entry_value(serving)}\n" for key, serving in written.items())
             cmd = ["postmap", "-F", "-i", "-r", "-c", self.dir, ref]
             warnings += runner.run(cmd, input_text=lines).stderr
         return warnings
@@ -283,14 +290,33 @@ class Postfix:
         if left:
             raise MisconfiguredError(f"postmap did not remove {left[0]} from the SNI map: try again")
 
-    def _check_content(self, candidate: Candidate, lineages: Sequence[Lineage]) -> None:
-        keys = {map_key(lineage.names[0]): lineage for lineage in lineages if lineage.names}
+    def _check_content(self, candidate: Candidate, plan: Plan, changed: Sequence[str]) -> None:
+        """Decode one entry per changed lineage and compare it with the digest of the files that
+        were checked. A dual entry holds the ECDSA pair, then the RSA pair: it must hold that many
+        pairs, and the changed lineage's pair at its place (the other's files were checked when
+        that lineage was deployed, as for any entry not written now)."""
+        serving = dict(plan.serving())
+        keys: Dict[str, List[Lineage]] = {}  # an entry may be checked for both its lineages
+        for lid in changed:
+            lineage = plan.lineages.get(lid)
+            if lineage is not None and lineage.names:
+                keys.setdefault(map_key(lineage.names[0]), []).append(lineage)
         decoded = self._lookup(candidate, list(keys), decode=True)
-        for key, lineage in keys.items():
-            if pem_digest(decoded.get(key, "").encode()) != lineage.digest:
+        for key, checked in keys.items():
+            data = decoded.get(key, "").encode()
+            lineages = serving[checked[0].names[0]]
+            found = pair_digests(data) if len(lineages) > 1 else [pem_digest(data)]
+            for lineage in checked:
+                index = lineages.index(lineage)
+                if index >= len(found) or found[index] != lineage.digest:
+                    raise MisconfiguredError(
+                        f"the SNI map entry for {key} does not hold the key and chain that were checked "
+                        f"({lineage.files.key}, {lineage.files.fullchain} changed meanwhile?): try again"
+                    )
+            if len(found) != len(lineages):
                 raise MisconfiguredError(
-                    f"the SNI map entry for {key} does not hold the key and chain that were checked "
-                    f"({lineage.files.key}, {lineage.files.fullchain} changed meanwhile?): try again"
+                    f"the SNI map entry for {key} holds {len(found)} key and chain pairs, not "
+                    f"{len(lineages)}: try again"
                 )
 
     def commit(self, candidate: Candidate) -> None:

@@ -27,6 +27,20 @@ SERVICES: Dict[str, tuple[int, str]] = {
 }
 
 
+#: A client that offers only one key type's signatures, to see the leaf a name serves to such
+#: clients when an ECDSA and an RSA lineage serve it side by side. Python cannot set signature
+#: algorithms, so TLS 1.2 with only that type's cipher suites stands in for them.
+CLIENT_CIPHERS = {"ec": "aECDSA", "rsa": "aRSA"}
+
+
+def only_key_type(context: ssl.SSLContext, key_type: Optional[str]) -> ssl.SSLContext:
+    """``context`` limited to servers authenticating with ``key_type`` (None: unchanged)."""
+    if key_type is not None:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(CLIENT_CIPHERS[key_type])
+    return context
+
+
 class ProbeError(Exception):
     """The port did not answer, refused TLS, or spoke something unexpected."""
 
@@ -89,13 +103,20 @@ def _starttls(sock: socket.socket, mode: str) -> None:
 
 
 def served_certificate(
-    host: str, port: int, mode: str, server_name: Optional[str], timeout: float = 10.0
+    host: str,
+    port: int,
+    mode: str,
+    server_name: Optional[str],
+    timeout: float = 10.0,
+    key_type: Optional[str] = None,
 ) -> bytes:
-    """DER of the leaf certificate served on ``host:port``; SNI ``server_name`` (None: no SNI).
+    """DER of the leaf certificate served on ``host:port``; SNI ``server_name`` (None: no SNI),
+    to a client accepting only ``key_type`` ("ec", "rsa"; None: any).
 
     Unverified: callers compare the leaf with what they expect. One budget of ``timeout`` seconds.
     """
-    return _attempt(host, port, mode, server_name, _unverified_context(), time.monotonic() + timeout)[0]
+    context = _unverified_context(key_type)
+    return _attempt(host, port, mode, server_name, context, time.monotonic() + timeout)[0]
 
 
 @dataclass(frozen=True)
@@ -108,7 +129,7 @@ class Handshake:
     chain_error: Optional[str]
 
 
-def trust_context(ca_file: Optional[str] = None) -> ssl.SSLContext:
+def trust_context(ca_file: Optional[str] = None, key_type: Optional[str] = None) -> ssl.SSLContext:
     """A client context that verifies chains against ``ca_file`` (else the system's trust store).
 
     Hostnames are not checked here: the caller matches the served names itself, so that one
@@ -123,15 +144,15 @@ def trust_context(ca_file: Optional[str] = None) -> ssl.SSLContext:
         context.load_verify_locations(cafile=ca_file)
     else:
         context.load_default_certs()
-    return context
+    return only_key_type(context, key_type)
 
 
 @functools.cache
-def _unverified_context() -> ssl.SSLContext:
+def _unverified_context(key_type: Optional[str] = None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    return context
+    return only_key_type(context, key_type)
 
 
 class _DeadlineSocket(socket.socket):
@@ -209,8 +230,10 @@ def inspect(
     server_name: Optional[str],
     trust: ssl.SSLContext,
     timeout: float = 10.0,
+    key_type: Optional[str] = None,
 ) -> Handshake:
-    """Handshake with SNI ``server_name`` (None: none), verifying the chain with ``trust``.
+    """Handshake with SNI ``server_name`` (None: none), verifying the chain with ``trust`` (which
+    the caller limits to ``key_type`` with only_key_type; the unverified retry is limited here).
 
     If the chain does not verify, a second connection without verification fetches the leaf. Both
     share one budget of ``timeout`` seconds. Raises PortClosedError, PortError or ProbeError.
@@ -221,5 +244,5 @@ def inspect(
         return Handshake(der, protocol, None)
     except ssl.SSLCertVerificationError as exc:
         reason = str(exc.verify_message or exc.reason or exc)
-    der, protocol = _attempt(host, port, mode, server_name, _unverified_context(), deadline)
+    der, protocol = _attempt(host, port, mode, server_name, _unverified_context(key_type), deadline)
     return Handshake(der, protocol, reason)

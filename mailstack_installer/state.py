@@ -49,6 +49,7 @@ class State:
                 "fullchain": lin.files.fullchain,
                 "names": list(lin.names),
                 "digest": lin.digest,
+                "key_type": lin.key_type,
             }
             for lid, lin in sorted(self.plan.lineages.items())
         }
@@ -75,7 +76,9 @@ class State:
             lineages = {}
             for lid, raw in doc["lineages"].items():
                 files = CertFiles(key=str(raw["key"]), fullchain=str(raw["fullchain"]))
-                lineages[lid] = Lineage(files, tuple(str(n) for n in raw["names"]), str(raw["digest"]))
+                names = tuple(str(n) for n in raw["names"])
+                # "key_type" came with dual keys; older files lack it: "" until a conflict asks.
+                lineages[lid] = Lineage(files, names, str(raw["digest"]), str(raw.get("key_type", "")))
             return cls(
                 options={str(k): str(v) for k, v in doc.get("options", {}).items()},
                 plan=Plan(lineages),

@@ -38,7 +38,7 @@ DOVECOT_MISSING = "dovecot_missing"
 DOVECOT_OTHER = "dovecot_other"
 
 _LOCAL_NAME = re.compile(r'^\s*local_name\s+"?([^"{]*?)"?\s*\{(.*?)^\s*\}', re.M | re.S)
-_SSL_CERT = re.compile(r"^\s*ssl_cert\s*=\s*<\s*(\S+)", re.M)
+_SSL_CERT = re.compile(r"^\s*ssl_(?:alt_)?cert\s*=\s*<\s*(\S+)", re.M)
 
 
 @dataclass(frozen=True)
@@ -82,24 +82,26 @@ def _read(path: str) -> Optional[str]:
     return None if data is None else data.decode("utf-8", "replace")
 
 
-def postfix_entries(text: str) -> Dict[str, Tuple[str, str]]:
-    """Map source lines ``key key-file chain-file`` -> {key: (key-file, chain-file)}; first wins."""
-    entries: Dict[str, Tuple[str, str]] = {}
+def postfix_entries(text: str) -> Dict[str, List[Tuple[str, str]]]:
+    """Map source lines ``key key-file chain-file [key-file chain-file]`` -> {key: [(key-file,
+    chain-file), ...]} (two pairs where an ECDSA and an RSA lineage serve the name); first wins."""
+    entries: Dict[str, List[Tuple[str, str]]] = {}
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 3 and not fields[0].startswith("#"):
-            entries.setdefault(fields[0].lower(), (fields[1], fields[2]))
+            pairs = list(zip(fields[1::2], fields[2::2]))
+            entries.setdefault(fields[0].lower(), pairs)
     return entries
 
 
-def dovecot_entries(text: str) -> Dict[str, str]:
-    """``local_name "a b" { ssl_cert = <chain ... }`` -> {name: chain}; the first block wins, as in
-    Dovecot 2.3."""
-    entries: Dict[str, str] = {}
+def dovecot_entries(text: str) -> Dict[str, List[str]]:
+    """``local_name "a b" { ssl_cert = <chain ... }`` -> {name: [chain, alt chain]} (``ssl_cert``,
+    then ``ssl_alt_cert`` if set); the first block wins, as in Dovecot 2.3."""
+    entries: Dict[str, List[str]] = {}
     for match in _LOCAL_NAME.finditer(text):
-        cert = _SSL_CERT.search(match.group(2))
+        chains = _SSL_CERT.findall(match.group(2))
         for name in match.group(1).split():
-            entries.setdefault(name.lower(), cert.group(1) if cert else "")
+            entries.setdefault(name.lower(), chains)
     return entries
 
 
@@ -154,8 +156,8 @@ def collect(
     now: Optional[datetime.datetime] = None,
 ) -> StatusReport:
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    postfix: Optional[Dict[str, Tuple[str, str]]] = None
-    dovecot: Optional[Dict[str, str]] = None
+    postfix: Optional[Dict[str, List[Tuple[str, str]]]] = None
+    dovecot: Optional[Dict[str, List[str]]] = None
     if settings.uses("postfix"):
         postfix = postfix_entries(_read(settings.postfix_map) or "")
     if settings.uses("dovecot"):
@@ -173,10 +175,10 @@ def collect(
                 pf = MISSING
                 problems.append(POSTFIX_MISSING)
                 notes.append(f"not in {settings.postfix_map}")
-            elif entry != (files.key, files.fullchain):
+            elif (files.key, files.fullchain) not in entry:
                 pf = OTHER
                 problems.append(POSTFIX_OTHER)
-                notes.append(f"{settings.postfix_map} points it at {entry[1]}")
+                notes.append(f"{settings.postfix_map} points it at {', '.join(c for _, c in entry)}")
             elif fact.digest_matches is False:
                 pf = STALE
                 problems.append(POSTFIX_STALE)
@@ -185,15 +187,15 @@ def collect(
                 pf = IN_PLACE if fact.digest_matches else UNKNOWN
         dc = UNUSED
         if dovecot is not None:
-            chain = dovecot.get(name)
-            if chain is None:
+            chains = dovecot.get(name)
+            if chains is None:
                 dc = MISSING
                 problems.append(DOVECOT_MISSING)
                 notes.append(f"not in {settings.dovecot_config}")
-            elif chain != files.fullchain:
+            elif files.fullchain not in chains:
                 dc = OTHER
                 problems.append(DOVECOT_OTHER)
-                notes.append(f"{settings.dovecot_config} points it at {chain or 'no ssl_cert'}")
+                notes.append(f"{settings.dovecot_config} points it at {', '.join(chains) or 'no ssl_cert'}")
             else:
                 dc = IN_PLACE
         names.append(

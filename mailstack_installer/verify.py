@@ -17,7 +17,7 @@ import re
 import ssl
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -106,18 +106,21 @@ class Options:
 
 
 def select(plan: Plan, names: Sequence[str]) -> List[Tuple[str, CertFiles]]:
-    """(name, files) to check: every mapped name, or those given (each must be mapped)."""
+    """(name, files) to check: every mapped name, or those given (each must be mapped). A name an
+    ECDSA and an RSA lineage serve comes once per lineage, the primary first."""
     entries = plan.entries()
     if not names:
         return entries
-    mapped = dict(entries)
-    chosen: Dict[str, CertFiles] = {}
+    chosen: Dict[str, None] = {}
     for raw in names:
         name = normalize_name(raw)
+        chosen[name] = None
+    mapped = {name for name, _ in entries}
+    for name in chosen:
         if name not in mapped:
             raise InputError(f"{name} is not mapped (certbot-mailstack status lists the mapped names)")
-        chosen[name] = mapped[name]
-    return list(chosen.items())
+    order = {name: index for index, name in enumerate(chosen)}
+    return sorted((entry for entry in entries if entry[0] in order), key=lambda entry: order[entry[0]])
 
 
 # -- certificates ---------------------------------------------------------------------------------
@@ -202,6 +205,9 @@ class Check:
     expected: Optional[CertInfo] = None  # None: the lineage's leaf could not be read
     served: Optional[Served] = None
     hostname_ok: Optional[bool] = None
+    #: The only key type the probing client accepted ("ec", "rsa"), for a name an ECDSA and an
+    #: RSA lineage serve side by side; None: any client.
+    client: Optional[str] = None
 
     @property
     def match(self) -> Optional[bool]:
@@ -247,21 +253,34 @@ class Report:
 
 # -- running --------------------------------------------------------------------------------------
 
-#: (port, SNI name or None) -> handshake; raises probe.PortClosedError, probe.PortError, probe.ProbeError.
-Prober = Callable[[Port, Optional[str]], probe.Handshake]
+
+class Prober(Protocol):
+    """(port, SNI name or None[, the only key type the client accepts]) -> handshake; raises
+    probe.PortClosedError, probe.PortError, probe.ProbeError. The key type is passed only for
+    names an ECDSA and an RSA lineage serve side by side."""
+
+    def __call__(
+        self, port: Port, server_name: Optional[str], key_type: Optional[str] = None
+    ) -> probe.Handshake: ...
 
 
 def make_prober(options: Options) -> Prober:
-    """Real TLS handshakes against ``options.host``, the trust store loaded once for all of them."""
-    try:
-        trust = probe.trust_context(options.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        where = f"--ca-file {options.ca_file}" if options.ca_file else "the system trust store"
-        reason = exc.strerror if isinstance(exc.strerror, str) else str(exc)
-        raise InputError(f"cannot load {where}: {reason}") from None
+    """Real TLS handshakes against ``options.host``, the trust store loaded once for each kind of
+    client (any, ECDSA-only, RSA-only)."""
+    trusts: Dict[Optional[str], ssl.SSLContext] = {}
+    for key_type in (None, *probe.CLIENT_CIPHERS):
+        try:
+            trusts[key_type] = probe.trust_context(options.ca_file, key_type)
+        except (OSError, ssl.SSLError) as exc:
+            where = f"--ca-file {options.ca_file}" if options.ca_file else "the system trust store"
+            reason = exc.strerror if isinstance(exc.strerror, str) else str(exc)
+            raise InputError(f"cannot load {where}: {reason}") from None
 
-    def prober(port: Port, server_name: Optional[str]) -> probe.Handshake:
-        return probe.inspect(options.host, port.port, port.mode, server_name, trust, options.timeout)
+    def prober(port: Port, server_name: Optional[str], key_type: Optional[str] = None) -> probe.Handshake:
+        trust = trusts[key_type]
+        return probe.inspect(
+            options.host, port.port, port.mode, server_name, trust, options.timeout, key_type
+        )
 
     return prober
 
@@ -320,12 +339,22 @@ class _Run:
         except ValueError:
             return Default(port, ERROR, detail="the served certificate does not parse"), None
 
-    def check(self, name: str, files: CertFiles, port: Port, expected: Union[CertInfo, str]) -> Check:
+    def check(
+        self,
+        name: str,
+        files: CertFiles,
+        port: Port,
+        expected: Union[CertInfo, str],
+        client: Optional[str] = None,
+    ) -> Check:
         sni = probe_name(name)
         known = expected if isinstance(expected, CertInfo) else None
         base: Dict[str, Any] = {"name": name, "sni": sni, "lineage": files.lineage_id, "port": port}
+        if client is not None:
+            base["client"] = client
         try:
-            served = self.served(self.prober(port, sni))
+            handshake = self.prober(port, sni) if client is None else self.prober(port, sni, client)
+            served = self.served(handshake)
         except probe.PortClosedError:
             return Check(**base, status=SKIPPED, detail="port closed", expected=known)
         except probe.ProbeError as exc:
@@ -394,9 +423,12 @@ def run(
     blocked = {port: verdict for port, (_, verdict) in zip(options.ports, probed) if verdict is not None}
 
     work = [(name, files, port) for name, files in chosen for port in options.ports]
+    dual = plan.dual_names()
 
     def one(item: Tuple[str, CertFiles, Port]) -> Check:
         name, files, port = item
+        lineage = plan.lineages.get(files.lineage_id)
+        client = lineage.key_type if lineage is not None and name in dual else None
         verdict = blocked.get(port)
         if verdict is not None:
             known = expected[files.fullchain]
@@ -408,8 +440,9 @@ def run(
                 status=verdict[0],
                 detail=verdict[1],
                 expected=known if isinstance(known, CertInfo) else None,
+                client=client,
             )
-        return context.check(name, files, port, expected[files.fullchain])
+        return context.check(name, files, port, expected[files.fullchain], client)
 
     checks = bounded_map(one, work, options.concurrency)
     return Report(options.host, options.expiry_days, context.now, tuple(d for d, _ in probed), tuple(checks))
@@ -441,7 +474,7 @@ def render_table(report: Report) -> str:
         served = check.served
         rows.append(
             [
-                check.name,
+                check.name if check.client is None else f"{check.name} ({check.client} client)",
                 check.port.service,
                 str(check.port.port),
                 _SHOWN[check.status],
@@ -540,6 +573,8 @@ def render_json(report: Report) -> str:
                 "match": c.match,
                 "hostname_match": c.hostname_ok,
                 "days_left": None if c.served is None else c.served.cert.days_left(report.now),
+                # only for a name an ECDSA and an RSA lineage serve: the probing client's one key type
+                **({"client_key_type": c.client} if c.client is not None else {}),
             }
             for c in report.checks
         ],

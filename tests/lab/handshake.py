@@ -10,13 +10,28 @@ MODES = ("smtp", "imap", "pop3", "tls")
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----\n.*?\n-----END CERTIFICATE-----\n?", re.S)
 
 
+#: TLS 1.3 signature algorithms of a client that accepts only one key type (``-sigalgs``): the
+#: independent judge of which leaf a name served by an RSA and an ECDSA lineage gives each client.
+SIGALGS = {
+    "ec": "ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384",
+    "rsa": "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pkcs1_sha256",
+}
+
+
 def served_leaf_pem(
-    host: str, port: int, mode: str, server_name: str | None = None, *, timeout: float = 15.0
+    host: str,
+    port: int,
+    mode: str,
+    server_name: str | None = None,
+    *,
+    timeout: float = 15.0,
+    key_type: str | None = None,
 ) -> str:
     """Return the PEM leaf certificate served on ``host:port``.
 
     ``mode`` is "smtp", "imap" or "pop3" (STARTTLS/STLS first) or "tls" (implicit TLS).  SNI is sent
-    only when ``server_name`` is given; otherwise ``-noservername`` suppresses it.
+    only when ``server_name`` is given; otherwise ``-noservername`` suppresses it. ``key_type``
+    ("ec" or "rsa") makes a TLS 1.3 client that offers only that type's signature algorithms.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -24,6 +39,8 @@ def served_leaf_pem(
     if mode != "tls":
         argv += ["-starttls", mode]
     argv += ["-servername", server_name] if server_name else ["-noservername"]
+    if key_type is not None:
+        argv += ["-tls1_3", "-sigalgs", SIGALGS[key_type]]
     try:
         proc = subprocess.run(
             argv,
