@@ -65,8 +65,8 @@ def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], Serving]]:
         groups.setdefault(serving, []).append(name)
     exact: List[Tuple[Tuple[str, ...], Serving]] = []
     wild: List[Tuple[Tuple[str, ...], Serving]] = []
-    for serving in sorted(groups, key=lambda files: [f.lineage_id for f in files]):
-        names = sorted(groups[serving])
+    for serving in sorted(groups, key=_by_lineage_ids):
+        names = groups[serving]  # in served() order: exact names sorted, then wildcards sorted
         plain = tuple(n for n in names if not is_wildcard(n))
         stars = tuple(n for n in names if is_wildcard(n))
         if syntax == "2.4":
@@ -78,6 +78,11 @@ def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], Serving]]:
         if stars:
             wild.append((stars, serving))
     return wild + exact if syntax == "2.4" else exact + wild
+
+
+def _by_lineage_ids(serving: Serving) -> Tuple[str, int, str]:
+    """Blocks in the order of their lineage ids (a Serving holds one or two)."""
+    return (serving[0].lineage_id, len(serving), serving[-1].lineage_id)
 
 
 #: Setting names per syntax: (certificate, key, alternative certificate, alternative key). 2.3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Dict, FrozenSet, Iterable, List, Sequence, Set, Tuple, Union
@@ -21,7 +20,9 @@ class CertFiles:
     def lineage_id(self) -> str:
         """The directory of the full chain: certbot's ``live/<name>`` for a lineage (asked for
         several times per lineage and run, so kept: 10,000 lineages make it add up)."""
-        return os.path.dirname(self.fullchain)
+        # os.path.dirname (POSIX) without its generic-path overhead: 10,000 lineages per run.
+        head = self.fullchain[: self.fullchain.rfind("/") + 1]
+        return head.rstrip("/") if head and head != "/" * len(head) else head
 
 
 #: The key types a name can be served with side by side: one RSA and one ECDSA lineage, and the TLS
@@ -93,18 +94,32 @@ class Plan:
         """(name, files of each lineage serving it, primary first), in ``serving`` order."""
         return list(self._served)
 
+    def serving_of(self, name: str) -> Tuple[Lineage, ...]:
+        """The lineages serving ``name`` (primary first; empty if none), without ordering the
+        whole plan: what one deployment asks about the few names it touches."""
+        lineages = self._by_name.get(name, [])
+        return tuple(sorted(lineages, key=_primary_first)) if len(lineages) > 1 else tuple(lineages)
+
+    def served_of(self, name: str) -> Serving:
+        """The files serving ``name``, primary first (as in ``served``)."""
+        return tuple(lineage.files for lineage in self.serving_of(name))
+
+    # The views below are built once per plan (it is frozen): a run asks for them several times,
+    # and at 10,000 names each build is a pass over, or a sort of, every name.
+
     @cached_property
-    def _serving(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
-        # Built once per plan (it is frozen): one run asks for it several times, and at 10,000
-        # names each build is a sort of every name.
+    def _by_name(self) -> Dict[str, List[Lineage]]:
         by_name: Dict[str, List[Lineage]] = {}
         for lineage in self.lineages.values():
             for name in lineage.names:
                 by_name.setdefault(name, []).append(lineage)
-        return tuple(
-            (name, tuple(sorted(lins, key=lambda lin: (lin.rank, lin.id)) if len(lins) > 1 else lins))
-            for name, lins in sorted(by_name.items(), key=lambda item: (is_wildcard(item[0]), item[0]))
-        )
+        return by_name
+
+    @cached_property
+    def _serving(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
+        exact = sorted(name for name in self._by_name if not is_wildcard(name))
+        wild = sorted(name for name in self._by_name if is_wildcard(name))
+        return tuple((name, self.serving_of(name)) for name in exact + wild)
 
     @cached_property
     def _served(self) -> Tuple[Tuple[str, Serving], ...]:
@@ -140,9 +155,15 @@ class Plan:
             names = [n for n in lineage.names if all(claim[(n, s)] == lid for s in mine)]
             taken.update((n, s) for n in names for s in mine)
             _keep(kept, lineage, names)
-        result: Dict[str, Lineage] = {}
+        claimed = {name for name, _ in taken}
+        # Most lineages lose nothing: they are kept as they are in one C-speed pass.
+        result = {
+            lid: lineage
+            for lid, lineage in self.lineages.items()
+            if lid not in incoming and claimed.isdisjoint(lineage.names)
+        }
         for lid, lineage in self.lineages.items():
-            if lid not in incoming:
+            if lid not in incoming and lid not in result:
                 mine = slots(lineage.key_type)
                 _keep(result, lineage, [n for n in lineage.names if not any((n, s) in taken for s in mine)])
         result.update(kept)
@@ -151,6 +172,10 @@ class Plan:
     def without(self, lineage_ids: Iterable[str]) -> Plan:
         drop = set(lineage_ids)
         return Plan({lid: lin for lid, lin in self.lineages.items() if lid not in drop})
+
+
+def _primary_first(lineage: Lineage) -> Tuple[int, str]:
+    return (lineage.rank, lineage.id)
 
 
 def _keep(into: Dict[str, Lineage], lineage: Lineage, names: List[str]) -> None:

@@ -76,14 +76,7 @@ def default_serving(plan: Plan, name: str) -> Serving:
     an RSA lineage serve it (primary first)."""
     if not name:
         return ()
-    wildcard = f"*.{name.partition('.')[2]}"
-    found: Serving = ()
-    for served, serving in plan.served():
-        if served == name:
-            return serving
-        if served == wildcard:
-            found = serving
-    return found
+    return plan.served_of(name) or plan.served_of(f"*.{name.partition('.')[2]}")
 
 
 def default_files(plan: Plan, name: str) -> Optional[CertFiles]:
