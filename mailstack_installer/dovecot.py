@@ -60,13 +60,19 @@ def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], Serving]]:
     keeping the config process small on hosts with many names. 2.4 takes one name per block and
     the last match, so wildcards come first.
     """
-    groups: Dict[Serving, List[str]] = {}
+    groups: Dict[Tuple[str, ...], Tuple[Serving, List[str]]] = {}
     for name, serving in plan.served():
-        groups.setdefault(serving, []).append(name)
+        # Keyed by lineage ids (strings hash once and for all; CertFiles hash on every lookup).
+        ids = (serving[0].lineage_id,) if len(serving) == 1 else tuple(f.lineage_id for f in serving)
+        group = groups.get(ids)
+        if group is None:
+            groups[ids] = (serving, [name])
+        else:
+            group[1].append(name)
     exact: List[Tuple[Tuple[str, ...], Serving]] = []
     wild: List[Tuple[Tuple[str, ...], Serving]] = []
-    for serving in sorted(groups, key=_by_lineage_ids):
-        names = groups[serving]  # in served() order: exact names sorted, then wildcards sorted
+    for ids in sorted(groups):  # in the order of their lineage ids
+        serving, names = groups[ids]  # names in served() order: exact sorted, then wildcards sorted
         plain = tuple(n for n in names if not is_wildcard(n))
         stars = tuple(n for n in names if is_wildcard(n))
         if syntax == "2.4":
@@ -78,11 +84,6 @@ def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], Serving]]:
         if stars:
             wild.append((stars, serving))
     return wild + exact if syntax == "2.4" else exact + wild
-
-
-def _by_lineage_ids(serving: Serving) -> Tuple[str, int, str]:
-    """Blocks in the order of their lineage ids (a Serving holds one or two)."""
-    return (serving[0].lineage_id, len(serving), serving[-1].lineage_id)
 
 
 #: Setting names per syntax: (certificate, key, alternative certificate, alternative key). 2.3

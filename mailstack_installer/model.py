@@ -16,7 +16,7 @@ class CertFiles:
     key: str
     fullchain: str
 
-    @cached_property
+    @property
     def lineage_id(self) -> str:
         """The directory of the full chain: certbot's ``live/<name>`` for a lineage (asked for
         several times per lineage and run, so kept: 10,000 lineages make it add up)."""
@@ -117,9 +117,13 @@ class Plan:
 
     @cached_property
     def _serving(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
-        exact = sorted(name for name in self._by_name if not is_wildcard(name))
-        wild = sorted(name for name in self._by_name if is_wildcard(name))
-        return tuple((name, self.serving_of(name)) for name in exact + wild)
+        by_name = self._by_name
+        exact = sorted(name for name in by_name if not is_wildcard(name))
+        wild = sorted(name for name in by_name if is_wildcard(name))
+        return tuple(
+            (name, tuple(by_name[name]) if len(by_name[name]) == 1 else self.serving_of(name))
+            for name in exact + wild
+        )
 
     @cached_property
     def _served(self) -> Tuple[Tuple[str, Serving], ...]:

@@ -7,10 +7,12 @@ deployments of one renewal (deploy hook, then certbot's renew_deploy) a cheap no
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from . import fsutil, listeners, service_managers
 from .certfiles import CheckedFiles, check_files, key_type_of_file
@@ -107,6 +109,24 @@ class Pipeline:
         self.previous = Previous(self.store.directory)
         self.given: Mapping[str, Optional[str]] = given or {}
 
+    @contextlib.contextmanager
+    def _run(self) -> Iterator[None]:
+        """One run: holds the state lock, with Python's cyclic garbage collector paused.
+
+        A run on a host of 10,000 lineages makes tens of thousands of small objects (the plan, the
+        state, the renderings), and each allocation burst set off collections that walk all of
+        them: a third of the time of one deployment. None of them form cycles; reference
+        counting frees them, and the collector runs again (if it was on) when the run ends.
+        """
+        with self.store.locked(self.lock_timeout):
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                yield
+            finally:
+                if was_enabled:
+                    gc.enable()
+
     # -- reading ------------------------------------------------------------------------------
 
     def settings(self, state: Optional[State] = None) -> Settings:
@@ -133,7 +153,7 @@ class Pipeline:
     def deploy(self, requests: Sequence[Request], checkpoint: Optional[Checkpoint] = None) -> Outcome:
         """Map the requested names (re-pointing names other lineages had) and apply the result."""
         outcome = Outcome()
-        with self.store.locked(self.lock_timeout):
+        with self._run():
             state = self.store.load()
             options, settings = self._resolved(state)
             pairs = [(request, check_files(request.files)) for request in requests]
@@ -151,7 +171,7 @@ class Pipeline:
         """
         result = Imported()
         report = progress or (lambda phase, done, total: None)
-        with self.store.locked(self.lock_timeout):
+        with self._run():
             state = self.store.load()
             options, settings = self._resolved(state)
             pairs: List[Tuple[Request, CheckedFiles]] = []
@@ -189,7 +209,7 @@ class Pipeline:
     def refresh(self, lineage_dir: str) -> Optional[Outcome]:
         """Redeploy one lineage after renewal; None if this package does not manage it."""
         lineage_id = os.path.normpath(os.path.abspath(lineage_dir))
-        with self.store.locked(self.lock_timeout):
+        with self._run():
             state = self.store.load()
             known = state.plan.lineages.get(lineage_id)
             if known is None:
@@ -214,7 +234,7 @@ class Pipeline:
         """Unmap ``names`` and every name of the lineages ``lineage_names`` (``live/<name>`` or a
         lineage dir), through the same candidate/validate/swap path; reload with reload_pending()."""
         outcome = Outcome()
-        with self.store.locked(self.lock_timeout):
+        with self._run():
             state = self.store.load()
             options, settings = self._resolved(state)
             plan = state.plan
@@ -247,7 +267,7 @@ class Pipeline:
         """Reload each daemon whose configuration changed, once, then confirm by handshakes that
         it serves the changed lineages; if not, go back to the previous configuration."""
         outcome = outcome or Outcome()
-        with self.store.locked(self.lock_timeout):
+        with self._run():
             state = self.store.load()
             if not state.pending_reload:
                 return outcome
@@ -324,7 +344,7 @@ class Pipeline:
 
     def mark_for_reload(self) -> None:
         """After certbot restored files from a checkpoint: recompile the map, reload both daemons."""
-        with self.store.locked(self.lock_timeout):
+        with self._run():
             state = self.store.load()
             settings = self.settings(state)
             postfix, _ = self.daemons(settings)
