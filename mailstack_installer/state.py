@@ -14,14 +14,15 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Optional, Set
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 from . import fsutil
 from .constants import STATE_DIRNAME
 from .errors import MisconfiguredError
 from .model import CertFiles, Lineage, Plan
 
-STATE_VERSION = 1
+#: 2: lineages as rows (see State.to_json); version 1 files are still read.
+STATE_VERSION = 2
 
 
 @dataclass
@@ -43,16 +44,13 @@ class State:
     dovecot_dropin: str = ""
 
     def to_json(self) -> str:
-        lineages = {
-            lid: {
-                "key": lin.files.key,
-                "fullchain": lin.files.fullchain,
-                "names": list(lin.names),
-                "digest": lin.digest,
-                "key_type": lin.key_type,
-            }
-            for lid, lin in sorted(self.plan.lineages.items())
-        }
+        # Each lineage is one row, [key, fullchain, digest, key_type, name...], in lineage order:
+        # a list encodes and decodes in a third of the time of a keyed object, which at 10,000
+        # lineages is tens of milliseconds on every run. The lineage id is the fullchain's directory.
+        lineages = [
+            [lin.files.key, lin.files.fullchain, lin.digest, lin.key_type, *lin.names]
+            for _, lin in sorted(self.plan.lineages.items())
+        ]
         doc = {
             "version": STATE_VERSION,
             "options": self.options,
@@ -64,21 +62,20 @@ class State:
             "lineages": lineages,
         }
         # Compact: only the C encoder is fast enough for 10,000 lineages (indent= falls back to the
-        # Python one, 0.1 s per save); ``python3 -m json.tool`` shows it indented.
+        # Python one); ``python3 -m json.tool`` shows it indented.
         return json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: str) -> State:
         try:
             doc: Dict[str, Any] = json.loads(text)
-            if doc.get("version") != STATE_VERSION:
-                raise ValueError(f"unknown version {doc.get('version')!r}")
-            lineages = {}
-            for lid, raw in doc["lineages"].items():
-                files = CertFiles(key=str(raw["key"]), fullchain=str(raw["fullchain"]))
-                names = tuple(str(n) for n in raw["names"])
-                # "key_type" came with dual keys; older files lack it: "" until a conflict asks.
-                lineages[lid] = Lineage(files, names, str(raw["digest"]), str(raw.get("key_type", "")))
+            version = doc.get("version")
+            if version == STATE_VERSION:
+                lineages = _lineages_from_rows(doc["lineages"])
+            elif version == 1:  # written by 0.1 before rows: an object per lineage id
+                lineages = _lineages_from_objects(doc["lineages"])
+            else:
+                raise ValueError(f"unknown version {version!r}")
             return cls(
                 options={str(k): str(v) for k, v in doc.get("options", {}).items()},
                 plan=Plan(lineages),
@@ -93,6 +90,29 @@ class State:
                 f"state file {where} is damaged ({exc}): restore it from backup or remove it "
                 "and deploy the lineages again"
             ) from None
+
+
+def _lineages_from_rows(rows: List[Any]) -> Dict[str, Lineage]:
+    lineages = {}
+    for row in rows:
+        if not isinstance(row, list) or len(row) < 5 or not all(isinstance(v, str) for v in row):
+            raise ValueError(
+                f"lineage entry {str(row)[:80]} is not [key, fullchain, digest, key type, name...]"
+            )
+        key, fullchain, digest, key_type, *names = row
+        lineage = Lineage(CertFiles(key, fullchain), tuple(names), digest, key_type)
+        lineages[lineage.id] = lineage
+    return lineages
+
+
+def _lineages_from_objects(objects: Dict[str, Any]) -> Dict[str, Lineage]:
+    lineages = {}
+    for lid, raw in objects.items():
+        files = CertFiles(key=str(raw["key"]), fullchain=str(raw["fullchain"]))
+        names = tuple(str(n) for n in raw["names"])
+        # "key_type" came with dual keys; older files lack it: "" until a conflict asks.
+        lineages[lid] = Lineage(files, names, str(raw["digest"]), str(raw.get("key_type", "")))
+    return lineages
 
 
 def _optional_str(value: Any) -> Optional[str]:

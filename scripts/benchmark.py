@@ -2,7 +2,8 @@
 
 For each size N it prints one row: the bulk import of all N lineages, deploying one new lineage and
 renewing one lineage into a host of N names (installer time and the reload that follows, apart;
-medians of --repeat runs), the memory of Dovecot's config process, and how many of the N names
+medians of --repeat runs), the installed deploy hook redeploying one renewed lineage as certbot
+runs it (a process of its own: interpreter start and imports included), the memory of Dovecot's config process, and how many of the N names
 Postfix (smtps) and Dovecot (imaps) serve with their own certificate, judged by TLS handshakes.
 
     .venv/bin/python scripts/benchmark.py [--sizes 10,100,1000,10000] [--repeat 5] [--map-type hash]
@@ -20,6 +21,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from mailstack_installer import dovecot as dovecot_module
+from mailstack_installer import hook
 from mailstack_installer.model import CertFiles
 from mailstack_installer.pipeline import Pipeline, Request
 from mailstack_installer.probe import SERVICES, ProbeError, served_certificate
@@ -110,6 +113,13 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def run_deploy_hook(config_dir: str, lineage: Path) -> None:
+    """The installed deploy hook, run as certbot runs it after renewing ``lineage``: a new process
+    (interpreter start and imports included), the reload left to the post hook."""
+    env = {**os.environ, "RENEWED_LINEAGE": str(lineage), "RENEWED_DOMAINS": lineage_name(0)}
+    subprocess.run([hook.hook_path(config_dir)], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
 def config_process_memory(dovecot: DovecotInstance) -> str:
     """Peak virtual size and resident size of Dovecot's config process, e.g. ``1390/1350``."""
     served_certificate(LOCALHOST, dovecot.ports["imaps"], "tls", None, 60.0)  # starts it if idle
@@ -171,7 +181,9 @@ def measure(size: int, pool: Path, repeat: int, map_type: str) -> Dict[str, str]
                 raise RuntimeError(f"bulk import failed: {imported[0].failed[:3]}")
             bulk_reload = timed(pipeline.reload_pending)
 
-            deploy, deploy_reload, renew, renew_reload = [], [], [], []
+            deploy, deploy_reload, renew, renew_reload, hook_runs = [], [], [], [], []
+            config_dir = str(base / "letsencrypt")
+            hook.install_hooks(config_dir)
             issuer = Issuer()
             for k in range(repeat):
                 extra = pool / f"x{k}"
@@ -184,6 +196,9 @@ def measure(size: int, pool: Path, repeat: int, map_type: str) -> Dict[str, str]
                 issuer.issue(renewed, lineage_name(0))
                 renew.append(timed(lambda: pipeline.refresh(str(renewed))))
                 renew_reload.append(timed(pipeline.reload_pending))
+                issuer.issue(renewed, lineage_name(0))
+                hook_runs.append(timed(lambda: run_deploy_hook(config_dir, renewed)))
+                pipeline.reload_pending()
 
             expected = {
                 lineage_name(i): leaf_fingerprint(pool / f"d{i}" / "fullchain.pem") for i in range(size)
@@ -206,6 +221,7 @@ def measure(size: int, pool: Path, repeat: int, map_type: str) -> Dict[str, str]
         "+ reload ": f"{statistics.median(deploy_reload):.2f}",
         "renew 1": f"{statistics.median(renew):.3f}",
         "+ reload  ": f"{statistics.median(renew_reload):.2f}",
+        "hook 1": f"{statistics.median(hook_runs):.3f}",
         "config MB peak/rss": memory,
         "vsz_limit": f"{limit}M" if limit else "default",
         "smtps served": f"{smtps}/{size}",
@@ -244,7 +260,7 @@ def main() -> int:
     print(f"times in seconds (medians of {args.repeat} for the one-lineage columns); "
           f"config MB = Dovecot's config process, peak virtual / resident")  # fmt: skip
     first, last = rows[0], rows[-1]
-    for column in ("deploy 1", "renew 1"):
+    for column in ("deploy 1", "renew 1", "hook 1"):
         ratio = float(last[column]) / float(first[column])
         print(f"{column}: {ratio:.2f}x from N = {first['names']} to N = {last['names']}")
     return 0

@@ -195,11 +195,17 @@ def test_verify_checks_a_dual_name_once_per_lineage():
 def test_state_keeps_the_key_type_and_an_older_state_without_it_loads_as_unknown():
     state = State(plan=Plan().with_lineages([RSA, EC]))
     text = state.to_json()
-    assert json.loads(text)["lineages"]["/le/live/a-rsa"]["key_type"] == "rsa"
+    rows = {row[1]: row for row in json.loads(text)["lineages"]}
+    assert rows["/le/live/a-rsa/fullchain.pem"][3] == "rsa"
     assert State.from_json(text, "state.json").plan == state.plan
+    # A version 1 file (an object per lineage) from before key types were kept.
     doc = json.loads(text)
-    for raw in doc["lineages"].values():
-        del raw["key_type"]
+    doc["version"] = 1
+    doc["lineages"] = {
+        lin.id: {"key": lin.files.key, "fullchain": lin.files.fullchain, "names": list(lin.names),
+                 "digest": lin.digest}
+        for lin in (RSA, EC)
+    }  # fmt: skip
     old = State.from_json(json.dumps(doc), "state.json").plan
     assert {lin.key_type for lin in old.lineages.values()} == {""}
     assert old.lineages["/le/live/a-ec"].names == EC.names

@@ -51,9 +51,19 @@ def test_state_round_trips_and_is_private(tmp_path):
     assert (tmp_path / "mailstack").stat().st_mode & 0o077 == 0
 
 
-def test_damaged_state_gives_one_clear_line(tmp_path):
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"version": 1, "lineages": {"x": {}}},
+        {"version": 2, "lineages": [{"key": "/k"}]},
+        {"version": 2, "lineages": [["/k", "/l/a/fullchain.pem", "d", "ec"]]},  # no name
+        {"version": 2, "lineages": [["/k", "/l/a/fullchain.pem", "d", "ec", 7]]},
+        {"version": 3, "lineages": []},
+    ],
+)
+def test_damaged_state_gives_one_clear_line(tmp_path, doc):
     (tmp_path / "mailstack").mkdir()
-    (tmp_path / "mailstack" / "state.json").write_text(json.dumps({"version": 1, "lineages": {"x": {}}}))
+    (tmp_path / "mailstack" / "state.json").write_text(json.dumps(doc))
     with pytest.raises(MisconfiguredError, match="state file .* is damaged"):
         StateStore(str(tmp_path)).load()
 
