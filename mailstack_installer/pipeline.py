@@ -202,8 +202,8 @@ class Pipeline:
                 report("deploying", min(start + len(batch), len(pairs)), len(pairs))
             failed = {os.path.normpath(d) for d, _ in result.failed}
             result.deployed = [r.files.lineage_id for r, _ in pairs if r.files.lineage_id not in failed]
-            result.names = sum(len(state.plan.lineages[lid].names) for lid in result.deployed
-                               if lid in state.plan.lineages)  # fmt: skip
+            mapped = [state.plan.lineages[lid] for lid in result.deployed if lid in state.plan.lineages]
+            result.names = len({name for lineage in mapped for name in lineage.names})  # dual: once
         return result
 
     def refresh(self, lineage_dir: str) -> Optional[Outcome]:
