@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from pathlib import Path
+
+import pytest
 
 from mailstack_installer import fsutil
 from mailstack_installer.dovecot import Dovecot, render_dropin, text_digest
@@ -104,3 +107,21 @@ def test_copy_private_copies_every_byte_into_a_private_file(tmp_path: Path) -> N
 
     assert dst.read_bytes() == data
     assert dst.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_run_pauses_the_cyclic_collector_and_always_restores_it(tmp_path: Path) -> None:
+    pipeline = Pipeline(str(tmp_path))
+    assert gc.isenabled()
+    with pipeline._run():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), pipeline._run():
+        raise RuntimeError("a failed run")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pipeline._run():
+            pass
+        assert not gc.isenabled()  # left off when the caller had turned it off
+    finally:
+        gc.enable()
