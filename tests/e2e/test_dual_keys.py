@@ -83,6 +83,11 @@ def test_rsa_and_ecdsa_lineages_for_the_same_names_each_serve_the_clients_of_the
     assert openssl_served(stack, "rsa-only.a.test", "rsa") == dict.fromkeys(stack.ports, rsa)
     assert openssl_served(stack, "b.test", "rsa") == dict.fromkeys(stack.ports, leaf(certbot, "b-rsa"))
     assert openssl_served(stack, "ec-only.a.test", "ec") == dict.fromkeys(stack.ports, ec)
+    # A client that accepts both key types (most do) gets that name's own leaf too, not the
+    # default's pair of the other type (neither daemon carries it over into an SNI match).
+    assert stack.served("rsa-only.a.test") == dict.fromkeys(stack.ports, rsa)
+    assert stack.served("ec-only.a.test") == dict.fromkeys(stack.ports, ec)
+    assert stack.served("b.test") == dict.fromkeys(stack.ports, leaf(certbot, "b-rsa"))
 
     ca_file = tmp_path / "pebble-root.pem"
     ca_file.write_bytes(pebble.root_ca_pem())
