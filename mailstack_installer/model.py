@@ -15,14 +15,15 @@ class CertFiles:
 
     key: str
     fullchain: str
+    #: The directory of the full chain: certbot's ``live/<name>`` for a lineage. Kept, not derived
+    #: on each use: a run asks for it several times per lineage, 10,000 lineages a run.
+    lineage_id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def lineage_id(self) -> str:
-        """The directory of the full chain: certbot's ``live/<name>`` for a lineage (asked for
-        several times per lineage and run, so kept: 10,000 lineages make it add up)."""
-        # os.path.dirname (POSIX) without its generic-path overhead: 10,000 lineages per run.
+    def __post_init__(self) -> None:
+        # os.path.dirname (POSIX) without its generic-path overhead.
         head = self.fullchain[: self.fullchain.rfind("/") + 1]
-        return head.rstrip("/") if head and head != "/" * len(head) else head
+        lineage_id = head.rstrip("/") if head and head != "/" * len(head) else head
+        object.__setattr__(self, "lineage_id", lineage_id)
 
 
 #: The key types a name can be served with side by side: one RSA and one ECDSA lineage, and the TLS
