@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 from types import FrameType
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -45,3 +46,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("MAILSTACK_E2E") == "require":
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_daemon_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The last net under the fixtures' own ``finally`` clauses: at the end of the run, any process
+    still running from this run's temp dirs (a daemon's config path is in its command line or
+    environment) is stopped, and named, so a leak shows instead of lingering on the machine."""
+    yield
+    from tests.lab.procs import kill_leftovers
+
+    left = kill_leftovers(str(tmp_path_factory.getbasetemp()))
+    if left:
+        print(f"\nstopped {len(left)} process(es) a fixture left running: {left}", file=sys.__stderr__)

@@ -12,7 +12,7 @@ from types import TracebackType
 from .certs import make_self_signed
 from .fs import ReachableDir
 from .ports import LOCALHOST, free_ports, wait_for_ports, wait_for_ports_closed
-from .procs import kill_and_wait, log_tail, pid_alive, read_pid, run_checked, wait_gone
+from .procs import kill_and_wait, kill_leftovers, log_tail, pid_alive, read_pid, run_checked, wait_gone
 
 DEFAULT_NAME = "mail.default.test"
 DOVECOT = "/usr/sbin/dovecot"
@@ -178,6 +178,9 @@ service pop3-login {{
             if not wait_gone(pid, STOP_TIMEOUT):
                 kill_and_wait(pid)
             wait_for_ports_closed(self.ports.values(), timeout=5.0)
+        # A master whose pid file was never read (it is written after dovecot returns) or is gone
+        # is still found by its config file, so no test leaves a Dovecot behind.
+        kill_leftovers(str(self.config_file))
         self._run.cleanup()
         self._mail.cleanup()
 

@@ -104,3 +104,27 @@ def kill_and_wait(pid: int, timeout: float = 10.0) -> None:
         if wait_gone(pid, timeout):
             return
     raise RuntimeError(f"process {pid} survived SIGKILL")
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line or environment contains ``text`` (a private
+    config path): finds a lab daemon even when its pid file is gone or was never read."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            data = (entry / "cmdline").read_bytes() + b"\0" + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in data and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_leftovers(text: str) -> list[int]:
+    """Stop every process ``pids_mentioning(text)`` finds; return their pids."""
+    pids = pids_mentioning(text)
+    for pid in pids:
+        kill_and_wait(pid)
+    return pids
