@@ -118,13 +118,9 @@ class Plan:
 
     @cached_property
     def _serving(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
-        by_name = self._by_name
-        exact = sorted(name for name in by_name if not is_wildcard(name))
-        wild = sorted(name for name in by_name if is_wildcard(name))
-        return tuple(
-            (name, tuple(by_name[name]) if len(by_name[name]) == 1 else self.serving_of(name))
-            for name in exact + wild
-        )
+        exact = sorted(name for name in self._by_name if not is_wildcard(name))
+        wild = sorted(name for name in self._by_name if is_wildcard(name))
+        return tuple((name, self.serving_of(name)) for name in exact + wild)
 
     @cached_property
     def _served(self) -> Tuple[Tuple[str, Serving], ...]:
@@ -161,14 +157,13 @@ class Plan:
             taken.update((n, s) for n in names for s in mine)
             _keep(kept, lineage, names)
         claimed = {name for name, _ in taken}
-        # Most lineages lose nothing: they are kept as they are in one C-speed pass.
-        result = {
-            lid: lineage
-            for lid, lineage in self.lineages.items()
-            if lid not in incoming and claimed.isdisjoint(lineage.names)
-        }
+        result: Dict[str, Lineage] = {}
         for lid, lineage in self.lineages.items():
-            if lid not in incoming and lid not in result:
+            if lid in incoming:
+                continue
+            if claimed.isdisjoint(lineage.names):  # most lineages lose nothing
+                result[lid] = lineage
+            else:
                 mine = slots(lineage.key_type)
                 _keep(result, lineage, [n for n in lineage.names if not any((n, s) in taken for s in mine)])
         result.update(kept)

@@ -238,10 +238,6 @@ class Pipeline:
             state = self.store.load()
             options, settings = self._resolved(state)
             plan = state.plan
-            by_name: Dict[str, List[str]] = {}  # an ECDSA and an RSA lineage may serve a name
-            for lid, lin in plan.lineages.items():
-                for name in lin.names:
-                    by_name.setdefault(name, []).append(lid)
             for lineage_name in lineage_names:
                 matches = [lid for lid in plan.lineages if lineage_name in (lid, os.path.basename(lid))]
                 if not matches:
@@ -251,13 +247,14 @@ class Pipeline:
                 plan = plan.without(matches)
             for raw in names:
                 name = normalize_name(raw)
-                if name not in by_name:
+                owners = state.plan.serving_of(name)  # an ECDSA and an RSA lineage may serve it
+                if not owners:
                     raise InputError(f"{name} is not mapped (see certbot-mailstack status)")
-                for lid in by_name[name]:
-                    lineage = plan.lineages.get(lid)
+                for owner in owners:
+                    lineage = plan.lineages.get(owner.id)
                     if lineage is not None:
                         kept = tuple(n for n in lineage.names if n != name)
-                        plan = plan.without([lid])
+                        plan = plan.without([owner.id])
                         if kept:
                             plan = plan.with_lineage(replace(lineage, names=kept))
             self._apply(state, settings, options, plan, False, None, outcome)

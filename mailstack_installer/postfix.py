@@ -313,7 +313,6 @@ class Postfix:
         were checked. A dual entry holds the ECDSA pair, then the RSA pair: it must hold that many
         pairs, and the changed lineage's pair at its place (the other's files were checked when
         that lineage was deployed, as for any entry not written now)."""
-        serving = dict(plan.serving())
         keys: Dict[str, List[Lineage]] = {}  # an entry may be checked for both its lineages
         for lid in changed:
             lineage = plan.lineages.get(lid)
@@ -322,7 +321,7 @@ class Postfix:
         decoded = self._lookup(candidate, list(keys), decode=True)
         for key, checked in keys.items():
             data = decoded.get(key, "").encode()
-            lineages = serving[checked[0].names[0]]
+            lineages = plan.serving_of(checked[0].names[0])
             found = pair_digests(data) if len(lineages) > 1 else [pem_digest(data)]
             for lineage in checked:
                 index = lineages.index(lineage)
