@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Dict, FrozenSet, Iterable, List, Sequence, Set, Tuple, Union
+from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Sequence, Set, Tuple, Union
 
 from .names import is_wildcard
 
 
-@dataclass(frozen=True)
-class CertFiles:
-    """The two files an SNI entry points at: the private key and the full chain (leaf + issuers)."""
+class CertFiles(NamedTuple):
+    """The two files an SNI entry points at: the private key and the full chain (leaf + issuers).
+
+    A named tuple, as is Lineage: a run on a host of 10,000 lineages builds one of each per
+    lineage from the state file, and a frozen dataclass costs four times as much to build.
+    """
 
     key: str
     fullchain: str
-    #: The directory of the full chain: certbot's ``live/<name>`` for a lineage. Kept, not derived
-    #: on each use: a run asks for it several times per lineage, 10,000 lineages a run.
-    lineage_id: str = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        # os.path.dirname (POSIX) without its generic-path overhead.
-        head = self.fullchain[: self.fullchain.rfind("/") + 1]
-        lineage_id = head.rstrip("/") if head and head != "/" * len(head) else head
-        object.__setattr__(self, "lineage_id", lineage_id)
+    @property
+    def lineage_id(self) -> str:
+        """The directory of the full chain: certbot's ``live/<name>`` for a lineage (the paths are
+        absolute and normalised, names.check_path)."""
+        cut = self.fullchain.rfind("/")
+        return self.fullchain[:cut] if cut > 0 else self.fullchain[: cut + 1]
 
 
 #: The key types a name can be served with side by side: one RSA and one ECDSA lineage, and the TLS
@@ -49,8 +50,7 @@ def as_serving(files: Union[CertFiles, Sequence[CertFiles], None]) -> Serving:
     return (files,) if isinstance(files, CertFiles) else tuple(files)
 
 
-@dataclass(frozen=True)
-class Lineage:
+class Lineage(NamedTuple):
     """One certificate lineage as deployed: its files, its names, a digest of their content, and
     its private key's type ("rsa", "ec", another, or "" when not known yet)."""
 
@@ -118,13 +118,23 @@ class Plan:
 
     @cached_property
     def _serving(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
-        exact = sorted(name for name in self._by_name if not is_wildcard(name))
-        wild = sorted(name for name in self._by_name if is_wildcard(name))
-        return tuple((name, self.serving_of(name)) for name in exact + wild)
+        serving = []
+        for name in sorted(self._by_name, key=_exact_first):
+            lineages = self._by_name[name]
+            if len(lineages) > 1:
+                lineages = sorted(lineages, key=_primary_first)
+            serving.append((name, tuple(lineages)))
+        return tuple(serving)
 
     @cached_property
     def _served(self) -> Tuple[Tuple[str, Serving], ...]:
-        return tuple((name, tuple(lin.files for lin in lins)) for name, lins in self._serving)
+        served: List[Tuple[str, Serving]] = []
+        for name, lineages in self._serving:
+            if len(lineages) == 1:
+                served.append((name, (lineages[0].files,)))
+            else:
+                served.append((name, tuple([lin.files for lin in lineages])))
+        return tuple(served)
 
     def names(self) -> List[str]:
         return [name for name, _ in self.serving()]
@@ -174,6 +184,10 @@ class Plan:
         return Plan({lid: lin for lid, lin in self.lineages.items() if lid not in drop})
 
 
+def _exact_first(name: str) -> Tuple[bool, str]:
+    return (is_wildcard(name), name)
+
+
 def _primary_first(lineage: Lineage) -> Tuple[int, str]:
     return (lineage.rank, lineage.id)
 
@@ -183,4 +197,4 @@ def _keep(into: Dict[str, Lineage], lineage: Lineage, names: List[str]) -> None:
     if len(names) == len(lineage.names):
         into[lineage.id] = lineage
     elif names:
-        into[lineage.id] = replace(lineage, names=tuple(names))
+        into[lineage.id] = lineage._replace(names=tuple(names))

@@ -44,12 +44,12 @@ class State:
     dovecot_dropin: str = ""
 
     def to_json(self) -> str:
-        # Each lineage is one row, [key, fullchain, digest, key_type, name...], in lineage order:
+        # Each lineage is one row, [key, fullchain, digest, key_type, name...], in plan order:
         # a list encodes and decodes in a third of the time of a keyed object, which at 10,000
         # lineages is tens of milliseconds on every run. The lineage id is the fullchain's directory.
         lineages = [
             [lin.files.key, lin.files.fullchain, lin.digest, lin.key_type, *lin.names]
-            for _, lin in sorted(self.plan.lineages.items())
+            for lin in self.plan.lineages.values()
         ]
         doc = {
             "version": STATE_VERSION,
@@ -95,12 +95,15 @@ class State:
 def _lineages_from_rows(rows: List[Any]) -> Dict[str, Lineage]:
     lineages = {}
     for row in rows:
-        if not isinstance(row, list) or len(row) < 5 or not all(isinstance(v, str) for v in row):
+        try:
+            if type(row) is not list or len(row) < 5:
+                raise TypeError
+            "".join(row)  # every field a string: a TypeError otherwise (checked in C, 10,000 rows)
+        except TypeError:
             raise ValueError(
                 f"lineage entry {str(row)[:80]} is not [key, fullchain, digest, key type, name...]"
-            )
-        key, fullchain, digest, key_type, *names = row
-        lineage = Lineage(CertFiles(key, fullchain), tuple(names), digest, key_type)
+            ) from None
+        lineage = Lineage(CertFiles(row[0], row[1]), tuple(row[4:]), row[2], row[3])
         lineages[lineage.id] = lineage
     return lineages
 

@@ -3,8 +3,9 @@
 For each size N it prints one row: the bulk import of all N lineages, deploying one new lineage and
 renewing one lineage into a host of N names (installer time and the reload that follows, apart;
 medians of --repeat runs), the installed deploy hook redeploying one renewed lineage as certbot
-runs it (a process of its own: interpreter start and imports included), the memory of Dovecot's config process, and how many of the N names
-Postfix (smtps) and Dovecot (imaps) serve with their own certificate, judged by TLS handshakes.
+runs it (a process of its own: interpreter start and imports included), the memory of Dovecot's
+config process, and how many of the N names Postfix (smtps) and Dovecot (imaps) serve with their
+own certificate, judged by TLS handshakes.
 
     .venv/bin/python scripts/benchmark.py [--sizes 10,100,1000,10000] [--repeat 5] [--map-type hash]
 

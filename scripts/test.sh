@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check mailstack_installer tests
+.venv/bin/ruff check mailstack_installer tests scripts
 .venv/bin/ruff format --check mailstack_installer
 .venv/bin/mypy mailstack_installer
 # The sdist and wheel as shipped: contents, a clean install, plugin discovery (scripts/check-build.sh).
