@@ -19,7 +19,7 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import fsutil, runner
 from .constants import HEADER
@@ -52,16 +52,21 @@ BASE_MB = 64
 DEFAULT_LIMIT_MB = 256
 
 
-def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], Serving]]:
-    """The ``local_name`` blocks in the order the given Dovecot version needs.
+#: One ``local_name`` block: its names and the files it serves.
+Block = Tuple[Tuple[str, ...], Serving]
 
-    2.3 takes the first matching block, so every exact name precedes every wildcard, and one block
-    per distinct set of files (a lineage, or an ECDSA + RSA pair of lineages) lists all its names,
-    keeping the config process small on hosts with many names. 2.4 takes one name per block and
-    the last match, so wildcards come first.
+
+def _sections(plan: Plan, syntax: str) -> Tuple[List[Block], List[Block]]:
+    """The ``local_name`` blocks of ``plan``: (exact names' blocks, wildcards' blocks).
+
+    2.3 takes the first matching block, so every exact name precedes every wildcard (_render puts
+    the sections in order), and one block per distinct set of files (a lineage, or an ECDSA + RSA
+    pair of lineages) lists all its names, keeping the config process small on hosts with many
+    names. 2.4 takes one name per block and the last match, so wildcards come first. Within a
+    section the order does not matter (a name is in one block), and blocks are in lineage order.
     """
     groups: Dict[Tuple[str, ...], Tuple[Serving, List[str]]] = {}
-    for name, serving in plan.served():
+    for name, serving in plan.served():  # exact names sorted, then wildcards sorted
         # Keyed by lineage ids (strings hash once and for all; CertFiles hash on every lookup).
         ids = (serving[0].lineage_id,) if len(serving) == 1 else tuple(f.lineage_id for f in serving)
         group = groups.get(ids)
@@ -69,10 +74,16 @@ def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], Serving]]:
             groups[ids] = (serving, [name])
         else:
             group[1].append(name)
-    exact: List[Tuple[Tuple[str, ...], Serving]] = []
-    wild: List[Tuple[Tuple[str, ...], Serving]] = []
-    for ids in sorted(groups):  # in the order of their lineage ids
-        serving, names = groups[ids]  # names in served() order: exact sorted, then wildcards sorted
+    return _group_blocks([groups[ids] for ids in sorted(groups)], syntax)
+
+
+def _group_blocks(
+    groups: Sequence[Tuple[Serving, List[str]]], syntax: str
+) -> Tuple[List[Block], List[Block]]:
+    """(exact, wildcard) blocks of groups of names served by the same files (names in order)."""
+    exact: List[Block] = []
+    wild: List[Block] = []
+    for serving, names in groups:
         plain = tuple(n for n in names if not is_wildcard(n))
         stars = tuple(n for n in names if is_wildcard(n))
         if syntax == "2.4":
@@ -83,7 +94,38 @@ def _blocks(plan: Plan, syntax: str) -> List[Tuple[Tuple[str, ...], Serving]]:
             exact.append((plain, serving))
         if stars:
             wild.append((stars, serving))
-    return wild + exact if syntax == "2.4" else exact + wild
+    return exact, wild
+
+
+def _blocks_of(plan: Plan, lineage_ids: Set[str], syntax: str) -> Tuple[List[Block], List[Block]]:
+    """The blocks (as in _sections) that hold the names of the lineages ``lineage_ids``, whole:
+    every lineage of a block serves all its names, so one member's names find all of them."""
+    groups: Dict[Tuple[str, ...], Tuple[Serving, List[str]]] = {}
+    seen: Set[str] = set()
+    for lid in sorted(lineage_ids):
+        lineage = plan.lineages.get(lid)
+        for name in lineage.names if lineage is not None else ():
+            if name in seen:
+                continue
+            seen.add(name)
+            serving = plan.served_of(name)
+            groups.setdefault(tuple(f.lineage_id for f in serving), (serving, []))[1].append(name)
+    ordered = [(serving, sorted(names, key=_exact_first)) for serving, names in groups.values()]
+    return _group_blocks(ordered, syntax)
+
+
+def _exact_first(name: str) -> Tuple[bool, str]:
+    return (is_wildcard(name), name)
+
+
+def _partners(plan: Plan, lineage_ids: Set[str]) -> Set[str]:
+    """``lineage_ids`` and the lineages serving a name beside one of them in ``plan``."""
+    found = set(lineage_ids)
+    for lid in lineage_ids:
+        lineage = plan.lineages.get(lid)
+        for name in lineage.names if lineage is not None else ():
+            found.update(files.lineage_id for files in plan.served_of(name))
+    return found
 
 
 #: Setting names per syntax: (certificate, key, alternative certificate, alternative key). 2.3
@@ -117,7 +159,8 @@ def _cert_settings(serving: Serving, syntax: str, indent: str, clear_alt: bool =
 
 
 def block_count(plan: Plan, syntax: str = "2.3") -> int:
-    return len(_blocks(plan, syntax))
+    exact, wild = _sections(plan, syntax)
+    return len(exact) + len(wild)
 
 
 def required_limit_mb(blocks: int) -> int:
@@ -134,23 +177,23 @@ def render_dropin(
 ) -> str:
     """The drop-in: the optional default certificate, an optional ``service config`` memory limit,
     then the ``local_name`` blocks (see _render)."""
-    return _render(_blocks(plan, syntax), syntax, config_limit_mb, default)
+    exact, wild = _sections(plan, syntax)
+    return _render(exact, wild, syntax, config_limit_mb, default)
 
 
-def _render(
-    blocks: List[Tuple[Tuple[str, ...], Serving]],
-    syntax: str,
-    config_limit_mb: Optional[int],
-    default: Union[CertFiles, Serving, None],
-) -> str:
-    """render_dropin from blocks already ordered (a run renders one plan once).
+def _divider(syntax: str) -> str:
+    """The comment line between the two sections of blocks: a deployment that changes a few
+    lineages puts their new blocks before it or at the end (see _splice)."""
+    if syntax == "2.4":
+        return "# Exact names: after the wildcards (Dovecot 2.4 uses the last block that matches).\n"
+    return "# Wildcards: after the exact names (Dovecot 2.3 uses the first block that matches).\n"
 
-    2.3: ``local_name "a b" { ssl_cert = <fullchain  ssl_key = <key }`` (``<`` reads the file);
-    2.4: ``local_name a { ssl_server_cert_file = fullchain  ssl_server_key_file = key }`` (paths).
-    A name served by an ECDSA and an RSA lineage adds ``ssl_alt_cert``/``ssl_alt_key`` (2.4:
-    ``ssl_server_alt_cert_file``/``ssl_server_alt_key_file``) for the RSA one.
-    The default certificate is the same settings at top level: the drop-in is read after
-    conf.d/10-ssl.conf, so they replace the certificate served without SNI or to unknown names.
+
+def _head(syntax: str, config_limit_mb: Optional[int], default: Union[CertFiles, Serving, None]) -> str:
+    """What precedes the blocks: the header, the default certificate and the memory limit.
+
+    The default certificate is the same settings as a block's, at top level: the drop-in is read
+    after conf.d/10-ssl.conf, so they replace the certificate served without SNI or to unknown names.
     """
     out = [f"# {HEADER}\n"]
     defaults = as_serving(default)
@@ -162,11 +205,85 @@ def _render(
             "# Raised by certbot-mailstack: the config process holds every local_name block.\n"
             f"service config {{\n  vsz_limit = {config_limit_mb}M\n}}\n"
         )
-    for names, serving in blocks:
-        shown = names[0] if syntax == "2.4" else " ".join(names)
-        settings = _cert_settings(serving, syntax, "  ", clear_alt=len(defaults) > 1)
-        out.append(f'local_name "{shown}" {{\n{settings}}}\n')
     return "".join(out)
+
+
+def _block_text(block: Block, syntax: str, clear_alt: bool) -> str:
+    """2.3: ``local_name "a b" { ssl_cert = <fullchain  ssl_key = <key }`` (``<`` reads the file);
+    2.4: ``local_name a { ssl_server_cert_file = fullchain  ssl_server_key_file = key }`` (paths).
+    A name served by an ECDSA and an RSA lineage adds ``ssl_alt_cert``/``ssl_alt_key`` (2.4:
+    ``ssl_server_alt_cert_file``/``ssl_server_alt_key_file``) for the RSA one."""
+    names, serving = block
+    shown = names[0] if syntax == "2.4" else " ".join(names)
+    return f'local_name "{shown}" {{\n{_cert_settings(serving, syntax, "  ", clear_alt)}}}\n'
+
+
+def _render(
+    exact: List[Block],
+    wild: List[Block],
+    syntax: str,
+    config_limit_mb: Optional[int],
+    default: Union[CertFiles, Serving, None],
+) -> str:
+    """render_dropin from blocks already made (a run renders one plan once): the head, then the
+    section Dovecot must see first (2.3: exact names; 2.4: wildcards), the divider, the other."""
+    clear_alt = len(as_serving(default)) > 1
+    first, second = (wild, exact) if syntax == "2.4" else (exact, wild)
+    out = [_head(syntax, config_limit_mb, default)]
+    out += [_block_text(block, syntax, clear_alt) for block in first]
+    out.append(_divider(syntax))
+    out += [_block_text(block, syntax, clear_alt) for block in second]
+    return "".join(out)
+
+
+#: A deployment changing more lineages than this (a bulk import batch) renders the whole drop-in
+#: rather than editing the live one block by block.
+SPLICE_MAX = 64
+
+
+def _splice(
+    text: str,
+    before: Plan,
+    plan: Plan,
+    lineage_ids: Set[str],
+    syntax: str,
+    clear_alt: Tuple[bool, bool],
+) -> Optional[Tuple[str, int]]:
+    """The blocks of ``text`` (the drop-in as rendered for ``before``) edited into those of
+    ``plan``, where only the lineages ``lineage_ids`` differ: (blocks without the head, how many).
+
+    The blocks holding their names (and their partners' in dual blocks) are cut out and the new
+    ones added at the end of their section, so one lineage costs a few searches of the text, not
+    a rendering of every block. None when the text is not laid out as expected (written by an
+    older version), too many lineages changed, or the default's pair count changed (every block
+    then changes; see _cert_settings): render it all.
+    """
+    if len(lineage_ids) > SPLICE_MAX or clear_alt[0] != clear_alt[1]:
+        return None
+    divider = _divider(syntax)
+    at = text.find("\n" + divider) + 1
+    if at <= 0:
+        return None
+    first_block = text.find('\nlocal_name "') + 1
+    start = first_block if 0 < first_block < at else at
+    sections = [text[start:at], text[at + len(divider) :]]
+    count = text.count('\nlocal_name "')
+    affected = _partners(before, lineage_ids) | _partners(plan, lineage_ids)
+    wild_first = 0 if syntax == "2.4" else 1  # the section of wildcard blocks
+    old_exact, old_wild = _blocks_of(before, affected, syntax)
+    for section, blocks in ((1 - wild_first, old_exact), (wild_first, old_wild)):
+        for block in blocks:
+            cut = _block_text(block, syntax, clear_alt[0])
+            where = sections[section].find(cut)
+            if where < 0 or (where > 0 and sections[section][where - 1] != "\n"):
+                return None
+            sections[section] = sections[section][:where] + sections[section][where + len(cut) :]
+            count -= 1
+    new_exact, new_wild = _blocks_of(plan, affected, syntax)
+    for section, blocks in ((1 - wild_first, new_exact), (wild_first, new_wild)):
+        sections[section] += "".join(_block_text(block, syntax, clear_alt[1]) for block in blocks)
+        count += len(blocks)
+    return sections[0] + divider + sections[1], count
 
 
 def text_digest(data: bytes) -> str:
@@ -295,19 +412,29 @@ class Dovecot:
         live file's, it proves the file unchanged without rendering ``before`` again.
         """
         syntax = self.syntax()
-        blocks = _blocks(plan, syntax)
-        limit = self.config_limit(plan, syntax, len(blocks))
-        text = _render(blocks, syntax, limit, default)
         current = self.current()
-        if current is None or not (
-            (written and text_digest(current) == written)
-            or current.decode("utf-8", "replace")
-            == render_dropin(before, syntax, own_limit_mb(current), default=before_default)
-        ):
-            return Rendered(text, text, limit, len(blocks))
+        text = current.decode("utf-8", "replace") if current is not None else None
+        ours = text is not None and (
+            (bool(written) and text_digest(current or b"") == written)
+            or text == render_dropin(before, syntax, own_limit_mb(current), default=before_default)
+        )
+        clear_alt = (len(as_serving(before_default)) > 1, len(as_serving(default)) > 1)
+        lineage_ids = set(changed) | (before.lineages.keys() - plan.lineages.keys())
+        spliced = _splice(text, before, plan, lineage_ids, syntax, clear_alt) if text and ours else None
+        if spliced is None:
+            exact, wild = _sections(plan, syntax)
+            blocks = len(exact) + len(wild)
+            limit = self.config_limit(plan, syntax, blocks)
+            new_text = _render(exact, wild, syntax, limit, default)
+        else:
+            body, blocks = spliced
+            limit = self.config_limit(plan, syntax, blocks)
+            new_text = _head(syntax, limit, default) + body
+        if not ours:
+            return Rendered(new_text, new_text, limit, blocks)
         subset = Plan({lid: plan.lineages[lid] for lid in changed if lid in plan.lineages})
         check = render_dropin(subset, syntax, limit, default=default)
-        return Rendered(text, check, limit, len(blocks))
+        return Rendered(new_text, check, limit, blocks)
 
     # -- the config process's memory (Dovecot 2.3) ------------------------------------------------
 

@@ -21,7 +21,7 @@ from .dovecot import Dovecot, Rendered, render_dropin, text_digest
 from .errors import CommandError, InputError, MailstackError, MisconfiguredError
 from .model import CertFiles, Lineage, Plan, Serving, as_serving
 from .names import normalize_name, probe_name
-from .postfix import Postfix, chain_value, render_map, same_chain
+from .postfix import EDIT_MAX, Postfix, chain_value, edit_map, entry_changes, render_map, same_chain
 from .previous import Previous
 from .settings import Settings, merge_options, resolve
 from .state import State, StateStore
@@ -430,7 +430,8 @@ class Pipeline:
         changed = [
             lid for lid, lin in plan.lineages.items() if old.get(lid) is not lin and old.get(lid) != lin
         ]
-        map_text = render_map(plan)
+        changes = entry_changes(state.plan, plan, changed) if postfix is not None else None
+        live_map, map_text = self._map_text(settings, state, plan, changes)
         default_name = self._default_name(settings, postfix)
         default = default_serving(plan, default_name)
         before_default = default_serving(state.plan, default_name)
@@ -440,7 +441,7 @@ class Pipeline:
         chain = self._default_chain(state, postfix, default)
         rebuild_map = postfix is not None and (
             content_changed
-            or _read_text(settings.postfix_map) != map_text
+            or live_map != map_text
             or not os.path.exists(postfix.table_path)
             or not postfix.check_parameter()
         )
@@ -457,7 +458,7 @@ class Pipeline:
         # Everything that can be checked is checked before the first live file changes:
         # the candidate map is built and verified beside the live one, the include is confirmed.
         candidate = (
-            postfix.build_candidate(plan, changed, state.plan, state.postfix_table, map_text)
+            postfix.build_candidate(plan, changed, state.plan, state.postfix_table, map_text, changes)
             if postfix is not None and rebuild_map
             else None
         )
@@ -483,6 +484,7 @@ class Pipeline:
                 postfix.stamp(candidate.table) if postfix is not None and candidate else state.postfix_table,
                 chain.before if chain is not None else state.default_chain_before,
                 text_digest(dropin.text.encode()) if dropin is not None else state.dovecot_dropin,
+                postfix_source=text_digest(map_text.encode()) if candidate else state.postfix_source,
             )
             if rebuild_map or set_chain:
                 new_state.pending_reload.add("postfix")
@@ -526,6 +528,26 @@ class Pipeline:
         state.postfix_table = new_state.postfix_table
         state.default_chain_before = new_state.default_chain_before
         state.dovecot_dropin = new_state.dovecot_dropin
+        state.postfix_source = new_state.postfix_source
+
+    @staticmethod
+    def _map_text(
+        settings: Settings, state: State, plan: Plan, changes: Optional[Tuple[Dict[str, Serving], List[str]]]
+    ) -> Tuple[Optional[str], str]:
+        """(the live map source, the one for ``plan``): the live one with the ``changes`` edited in
+        while it is what this package last wrote (its digest is in the state), else rendered whole."""
+        if changes is None:  # no Postfix
+            return None, ""
+        live = _read_text(settings.postfix_map)
+        written, removed = changes
+        if (
+            live is not None
+            and state.postfix_source
+            and len(written) + len(removed) <= EDIT_MAX
+            and text_digest(live.encode()) == state.postfix_source
+        ):
+            return live, edit_map(live, written, removed)
+        return live, render_map(plan)
 
     @staticmethod
     def _default_name(settings: Settings, postfix: Optional[Postfix]) -> str:

@@ -42,6 +42,9 @@ class State:
     #: SHA-256 of the Dovecot drop-in as last written (dovecot.text_digest): while the live file
     #: still has it, only the blocks that change need validating (none of the others was edited).
     dovecot_dropin: str = ""
+    #: SHA-256 of the Postfix map source as last written: while the live file still has it, the
+    #: entries that change are edited into it instead of rendering every entry again.
+    postfix_source: str = ""
 
     def to_json(self) -> str:
         # Each lineage is one row, [key, fullchain, digest, key_type, name...], in plan order:
@@ -59,6 +62,7 @@ class State:
             "postfix_table": self.postfix_table,
             "default_chain_before": self.default_chain_before,
             "dovecot_dropin": self.dovecot_dropin,
+            "postfix_source": self.postfix_source,
             "lineages": lineages,
         }
         # Compact: only the C encoder is fast enough for 10,000 lineages (indent= falls back to the
@@ -84,6 +88,7 @@ class State:
                 postfix_table=str(doc.get("postfix_table", "")),
                 default_chain_before=_optional_str(doc.get("default_chain_before")),
                 dovecot_dropin=str(doc.get("dovecot_dropin", "")),
+                postfix_source=str(doc.get("postfix_source", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MisconfiguredError(

@@ -13,7 +13,7 @@ from mailstack_installer import certfiles
 from mailstack_installer.dovecot import block_count, render_dropin
 from mailstack_installer.model import CertFiles, Lineage, Plan
 from mailstack_installer.pipeline import _typed, default_files, default_serving
-from mailstack_installer.postfix import _entry_changes, chain_value, render_map
+from mailstack_installer.postfix import chain_value, entry_changes, render_map
 from mailstack_installer.state import State
 from mailstack_installer.status import dovecot_entries, postfix_entries
 from mailstack_installer.verify import select
@@ -175,10 +175,10 @@ def test_a_dual_default_serves_both_and_one_lineage_blocks_do_not_inherit_its_al
 
 def test_a_renewal_of_either_lineage_rewrites_the_shared_entries():
     before = Plan().with_lineages([RSA, EC, lineage("b", ("b.test",), "ec")])
-    written, removed = _entry_changes(before, before, [RSA.id])
+    written, removed = entry_changes(before, before, [RSA.id])
     assert sorted(written) == [".a.test", "a.test", "mail.a.test"] and removed == []
     after = before.without([RSA.id])
-    written, removed = _entry_changes(before, after, [])
+    written, removed = entry_changes(before, after, [])
     assert sorted(written) == [".a.test", "a.test", "mail.a.test"]
     assert all(serving == (EC.files,) for serving in written.values()) and removed == []
 

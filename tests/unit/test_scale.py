@@ -10,7 +10,7 @@ import pytest
 
 from mailstack_installer import cli, dovecot, hook
 from mailstack_installer.model import CertFiles, Lineage, Plan
-from mailstack_installer.postfix import _entry_changes
+from mailstack_installer.postfix import entry_changes
 from mailstack_installer.settings import resolve
 
 
@@ -38,10 +38,10 @@ def test_map_edits_touch_only_what_changed() -> None:
     a, b = lineage("a", "a.test", "*.w.test"), lineage("b", "b.test", "old.test")
     before = Plan({a.id: a, b.id: b})
     b2 = lineage("b", "b.test", "new.test")
-    written, removed = _entry_changes(before, before.with_lineage(b2), [b2.id])
+    written, removed = entry_changes(before, before.with_lineage(b2), [b2.id])
     assert sorted(written) == ["b.test", "new.test"]  # b renewed: all its entries rewritten
     assert removed == ["old.test"]
-    written, removed = _entry_changes(before, before.without([a.id]), [])
+    written, removed = entry_changes(before, before.without([a.id]), [])
     assert (written, sorted(removed)) == ({}, [".w.test", "a.test"])
 
 

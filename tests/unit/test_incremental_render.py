@@ -1,0 +1,130 @@
+"""The drop-in edited block by block and the map source edited entry by entry (one deployment at
+scale) say what a full rendering does.
+
+Random deployments, renewals and removals over a small set of names, with wildcards, ECDSA + RSA
+pairs and a default certificate, each applied to the file the previous step wrote: after every
+step the edited drop-in must hold the same head and, in each section, the same blocks as the
+drop-in rendered whole for the new plan (the order within a section does not matter to Dovecot),
+and the edited map source the same lines as the rendered one (postmap does not care about order).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any, List, Tuple
+
+import pytest
+
+from mailstack_installer import dovecot as dovecot_module
+from mailstack_installer.dovecot import Dovecot, render_dropin, text_digest
+from mailstack_installer.model import CertFiles, Lineage, Plan
+from mailstack_installer.pipeline import default_serving
+from mailstack_installer.postfix import edit_map, entry_changes, render_map
+from mailstack_installer.settings import resolve
+
+NAMES = ["mail.a.test", "imap.a.test", "*.a.test", "mail.b.test", "*.b.test", "c.test", "mail.c.test"]
+BLOCK = re.compile(r'local_name "[^"\n]*" \{\n(?:  [^\n]*\n)*\}\n')
+DIVIDER = re.compile(r"^# (?:Wildcards|Exact names): .*\n", re.M)
+
+
+def layout(text: str) -> Tuple[str, List[str], List[str]]:
+    """(head, sorted blocks before the divider, sorted blocks after it)."""
+    divider = DIVIDER.search(text)
+    assert divider is not None, text
+    first, second = text[: divider.start()], text[divider.end() :]
+    head_end = first.find('local_name "')
+    head = first if head_end < 0 else first[:head_end]
+    blocks = [sorted(BLOCK.findall(part)) for part in (first[len(head) :], second)]
+    for part, found in ((first[len(head) :], blocks[0]), (second, blocks[1])):
+        assert "".join(found) == "".join(sorted(BLOCK.findall(part))) and len("".join(found)) == len(part)
+    return head, blocks[0], blocks[1]
+
+
+def lineage(index: int, rng: random.Random) -> Lineage:
+    files = CertFiles(f"/le/live/l{index}/privkey.pem", f"/le/live/l{index}/fullchain.pem")
+    names = tuple(rng.sample(NAMES, rng.randint(1, 3)))
+    return Lineage(files, names, f"digest{rng.random()}", rng.choice(["rsa", "ec", "rsa", "ed25519"]))
+
+
+def step(plan: Plan, rng: random.Random) -> Plan:
+    roll = rng.random()
+    if plan.lineages and roll < 0.25:
+        return plan.without([rng.choice(sorted(plan.lineages))])
+    if plan.lineages and roll < 0.4:  # renewed: new digest, same names
+        old = plan.lineages[rng.choice(sorted(plan.lineages))]
+        return plan.with_lineage(old._replace(digest=f"digest{rng.random()}"))
+    return plan.with_lineage(lineage(rng.randrange(8), rng))
+
+
+@pytest.mark.parametrize("syntax", ["2.3", "2.4"])
+@pytest.mark.parametrize("seed", range(12))
+def test_edited_dropin_serves_what_a_full_rendering_does(
+    tmp_path: Path, syntax: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spliced: List[bool] = []  # whether each step edited the drop-in (rather than rendering it)
+    splice = dovecot_module._splice
+
+    def counted(*args: Any) -> Any:
+        result = splice(*args)
+        spliced.append(result is not None)
+        return result
+
+    monkeypatch.setattr(dovecot_module, "_splice", counted)
+    rng = random.Random(seed)
+    settings = resolve({"dovecot-dir": str(tmp_path), "dovecot-syntax": syntax})
+    dropin = Path(settings.dovecot_config)
+    dropin.parent.mkdir(parents=True)
+    dovecot = Dovecot(settings)
+    plan = Plan()
+    dropin.write_text(render_dropin(plan, syntax))
+    for _ in range(40):
+        after = step(plan, rng)
+        changed = [lid for lid, lin in after.lineages.items() if plan.lineages.get(lid) != lin]
+        before_default, default = default_serving(plan, "mail.a.test"), default_serving(after, "mail.a.test")
+        written = text_digest(dropin.read_bytes())
+
+        rendered = dovecot.render(after, plan, changed, default, before_default, written)
+
+        whole = render_dropin(after, syntax, rendered.limit_mb, default=default)
+        assert layout(rendered.text) == layout(whole)
+        assert rendered.blocks == len(BLOCK.findall(whole))
+        dropin.write_text(rendered.text)
+        plan = after
+    assert len(spliced) == 40 and sum(spliced) >= 30  # whole only where the default's pair count changed
+
+
+def test_a_dropin_without_the_divider_is_rendered_whole(tmp_path: Path) -> None:
+    """Written by an older version: it is replaced by a full rendering, which has the divider."""
+    settings = resolve({"dovecot-dir": str(tmp_path), "dovecot-syntax": "2.3"})
+    dropin = Path(settings.dovecot_config)
+    dropin.parent.mkdir(parents=True)
+    rng = random.Random(1)
+    before = Plan().with_lineage(lineage(1, rng))
+    old = DIVIDER.sub("", render_dropin(before, "2.3"))
+    dropin.write_text(old)
+    after = before.with_lineage(lineage(2, rng))
+
+    rendered = Dovecot(settings).render(
+        after, before, [lineage(2, random.Random(1)).id], written=text_digest(old.encode())
+    )
+
+    assert rendered.text == render_dropin(after, "2.3")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_edited_map_source_has_the_lines_of_a_full_rendering(seed: int) -> None:
+    rng = random.Random(seed)
+    plan = Plan()
+    text = render_map(plan)
+    for _ in range(40):
+        after = step(plan, rng)
+        changed = [lid for lid, lin in after.lineages.items() if plan.lineages.get(lid) != lin]
+
+        text = edit_map(text, *entry_changes(plan, after, changed))
+
+        whole = render_map(after)
+        assert text.splitlines()[0] == whole.splitlines()[0]  # the header stays first
+        assert sorted(text.splitlines()) == sorted(whole.splitlines())
+        plan = after
