@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
-import hashlib
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 from . import fsutil, runner
 from .constants import HEADER
 from .errors import CommandError, MisconfiguredError, NotInstalledError
+from .fsutil import text_digest
 from .model import CertFiles, Plan, Serving, as_serving
 from .names import is_wildcard
 from .settings import Settings
@@ -284,11 +284,6 @@ def _splice(
         sections[section] += "".join(_block_text(block, syntax, clear_alt[1]) for block in blocks)
         count += len(blocks)
     return sections[0] + divider + sections[1], count
-
-
-def text_digest(data: bytes) -> str:
-    """What the state records of the drop-in it wrote, to recognise it unchanged later."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def parse_size_mb(text: str) -> Optional[int]:

@@ -5,12 +5,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import tempfile
 from typing import Optional
 
 from .constants import HEADER
 from .errors import MisconfiguredError
+
+
+def text_digest(data: bytes) -> str:
+    """What the state records of a file this package wrote, to recognise it unchanged later."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def fsync_dir(directory: str) -> None:

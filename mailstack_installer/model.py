@@ -136,6 +136,9 @@ class Plan:
                 served.append((name, tuple([lin.files for lin in lineages])))
         return tuple(served)
 
+    def name_count(self) -> int:
+        return len(self._by_name)
+
     def names(self) -> List[str]:
         return [name for name, _ in self.serving()]
 

@@ -17,11 +17,13 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 from . import fsutil, listeners, service_managers
 from .certfiles import CheckedFiles, check_files, key_type_of_file
 from .confirm import confirm
-from .dovecot import Dovecot, Rendered, render_dropin, text_digest
+from .dovecot import Dovecot, Rendered, render_dropin
 from .errors import CommandError, InputError, MailstackError, MisconfiguredError
+from .fsutil import text_digest
+from .maptables import Layout, tables_for
 from .model import CertFiles, Lineage, Plan, Serving, as_serving
 from .names import normalize_name, probe_name
-from .postfix import EDIT_MAX, Postfix, chain_value, edit_map, entry_changes, render_map, same_chain
+from .postfix import Candidate, Postfix, chain_value, same_chain
 from .previous import Previous
 from .settings import Settings, merge_options, resolve
 from .state import State, StateStore
@@ -402,11 +404,11 @@ class Pipeline:
             self._warn(outcome, f"unmapped {', '.join(lin.names)}: {lin.files.fullchain} no longer exists")
         return plan.without(lin.id for lin in gone) if gone else plan
 
-    def _touched_files(self, settings: Settings) -> Set[str]:
+    def _touched_files(self, settings: Settings, layouts: Sequence[Layout]) -> Set[str]:
         postfix, dovecot = self.daemons(settings)
         files = {self.store.path}
         if postfix is not None:
-            files |= {settings.postfix_map, postfix.main_cf}
+            files |= {source for layout in layouts for source in layout.sources()} | {postfix.main_cf}
         if dovecot is not None:
             files.add(settings.dovecot_config)
         return files
@@ -422,16 +424,26 @@ class Pipeline:
         outcome: Outcome,
     ) -> None:
         postfix, dovecot = self.daemons(settings)
-        for path in (settings.postfix_map, settings.dovecot_config, self.store.path):
+        before_layout = Layout(settings.postfix_map, state.postfix_tables)
+        layout = Layout(
+            settings.postfix_map,
+            tables_for(plan.name_count(), state.postfix_tables, settings.postfix_map_tables),
+        )
+        for path in (*layout.sources(), settings.dovecot_config, self.store.path):
             fsutil.remove_stale_temps(path)
-        for fixed in postfix.secure_live_files() if postfix is not None else []:
+        for fixed in postfix.secure_live_files(layout) if postfix is not None else []:
             self._warn(outcome, f"private key material was exposed: {fixed}")
         old = state.plan.lineages
         changed = [
             lid for lid, lin in plan.lineages.items() if old.get(lid) is not lin and old.get(lid) != lin
         ]
-        changes = entry_changes(state.plan, plan, changed) if postfix is not None else None
-        live_map, map_text = self._map_text(settings, state, plan, changes)
+        tables: Dict[int, str] = {}
+        edits = None
+        sources = state.postfix_sources
+        if postfix is not None:
+            tables, edits, sources = postfix.tables_to_build(
+                plan, state.plan, changed, layout, before_layout, state.postfix_sources
+            )
         default_name = self._default_name(settings, postfix)
         default = default_serving(plan, default_name)
         before_default = default_serving(state.plan, default_name)
@@ -439,18 +451,19 @@ class Pipeline:
         if dovecot is not None:
             dropin = dovecot.render(plan, state.plan, changed, default, before_default, state.dovecot_dropin)
         chain = self._default_chain(state, postfix, default)
-        rebuild_map = postfix is not None and (
-            content_changed
-            or live_map != map_text
-            or not os.path.exists(postfix.table_path)
-            or not postfix.check_parameter()
-        )
+        rebuild_map = postfix is not None and (bool(tables) or not postfix.check_parameter(layout))
         write_dropin = dropin is not None and _read_text(settings.dovecot_config) != dropin.text
         set_chain = chain is not None and chain.value is not None
         if not (rebuild_map or write_dropin or content_changed or set_chain):
             before = chain.before if chain is not None else state.default_chain_before
-            if plan != state.plan or options != state.options or before != state.default_chain_before:
+            if (plan, options, before, sources) != (
+                state.plan,
+                state.options,
+                state.default_chain_before,
+                state.postfix_sources,
+            ):
                 state.plan, state.options, state.default_chain_before = plan, options, before
+                state.postfix_sources = sources
                 self.store.save(state)
             return
         if dovecot is not None and dropin is not None and write_dropin:
@@ -458,7 +471,7 @@ class Pipeline:
         # Everything that can be checked is checked before the first live file changes:
         # the candidate map is built and verified beside the live one, the include is confirmed.
         candidate = (
-            postfix.build_candidate(plan, changed, state.plan, state.postfix_table, map_text, changes)
+            postfix.build_candidate(plan, layout, tables, edits, state.postfix_stamps, changed)
             if postfix is not None and rebuild_map
             else None
         )
@@ -470,21 +483,24 @@ class Pipeline:
             if dovecot is not None and write_dropin:
                 dovecot.check_included()
             if checkpoint is not None:
-                touched = self._touched_files(settings)
+                touched = self._touched_files(settings, [before_layout, layout])
                 existing = {f for f in touched if os.path.exists(f)}
                 checkpoint(existing, touched - existing)
             if not self.previous.exists():  # else it holds the last configuration confirmed served
-                self.previous.save(settings, self.store.path)
+                self.previous.save(settings, self.store.path, before_layout.sources())
                 saved_previous = True
             new_state = State(
                 options,
                 plan,
                 set(state.pending_reload),
                 set(state.unconfirmed) | set(changed),
-                postfix.stamp(candidate.table) if postfix is not None and candidate else state.postfix_table,
-                chain.before if chain is not None else state.default_chain_before,
-                text_digest(dropin.text.encode()) if dropin is not None else state.dovecot_dropin,
-                postfix_source=text_digest(map_text.encode()) if candidate else state.postfix_source,
+                default_chain_before=chain.before if chain is not None else state.default_chain_before,
+                dovecot_dropin=text_digest(dropin.text.encode())
+                if dropin is not None
+                else state.dovecot_dropin,
+                postfix_tables=layout.count,
+                postfix_stamps=_stamps(postfix, candidate, state.postfix_stamps, layout != before_layout),
+                postfix_sources=sources,
             )
             if rebuild_map or set_chain:
                 new_state.pending_reload.add("postfix")
@@ -525,29 +541,10 @@ class Pipeline:
         outcome.changed += ["dovecot"] if dovecot is not None and (write_dropin or content_changed) else []
         state.plan, state.options = plan, options
         state.pending_reload, state.unconfirmed = new_state.pending_reload, new_state.unconfirmed
-        state.postfix_table = new_state.postfix_table
         state.default_chain_before = new_state.default_chain_before
         state.dovecot_dropin = new_state.dovecot_dropin
-        state.postfix_source = new_state.postfix_source
-
-    @staticmethod
-    def _map_text(
-        settings: Settings, state: State, plan: Plan, changes: Optional[Tuple[Dict[str, Serving], List[str]]]
-    ) -> Tuple[Optional[str], str]:
-        """(the live map source, the one for ``plan``): the live one with the ``changes`` edited in
-        while it is what this package last wrote (its digest is in the state), else rendered whole."""
-        if changes is None:  # no Postfix
-            return None, ""
-        live = _read_text(settings.postfix_map)
-        written, removed = changes
-        if (
-            live is not None
-            and state.postfix_source
-            and len(written) + len(removed) <= EDIT_MAX
-            and text_digest(live.encode()) == state.postfix_source
-        ):
-            return live, edit_map(live, written, removed)
-        return live, render_map(plan)
+        state.postfix_tables = new_state.postfix_tables
+        state.postfix_stamps, state.postfix_sources = new_state.postfix_stamps, new_state.postfix_sources
 
     @staticmethod
     def _default_name(settings: Settings, postfix: Optional[Postfix]) -> str:
@@ -663,6 +660,21 @@ def _typed(plan: Plan, incoming: Sequence[Lineage]) -> Plan:
     ]
     typed = [lin for lin in found if lin.key_type]
     return Plan({**plan.lineages, **{lin.id: lin for lin in typed}}) if typed else plan
+
+
+def _stamps(
+    postfix: Optional[Postfix], candidate: Optional[Candidate], before: Sequence[str], relaid: bool
+) -> List[str]:
+    """The identity of each table after the swap: the candidate's for those it built, the ones
+    recorded before for the others (none of them when the layout changed)."""
+    if postfix is None or candidate is None:
+        return list(before)
+    stamps = ["" for _ in range(candidate.layout.count)]
+    if not relaid:
+        stamps[: len(before)] = list(before)[: candidate.layout.count]
+    for table in candidate.tables:
+        stamps[table.index] = postfix.stamp(table.table)
+    return stamps
 
 
 def _reload_one(manager: service_managers.ServiceManager, service: str) -> None:

@@ -7,64 +7,33 @@ looked up in the candidate table before it replaces the live one.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from . import fsutil, runner
 from .certfiles import pair_digests, pem_digest
-from .constants import HEADER, MAP_SUFFIXES
+from .constants import MAP_SUFFIXES
 from .errors import MisconfiguredError, NotInstalledError
+from .maptables import EDIT_MAX, Edits, Layout, edit_source, entry_value, map_key, render_tables, table_edits
 from .model import CertFiles, Lineage, Plan, Serving, as_serving
-from .names import is_wildcard
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def map_key(name: str) -> str:
-    """Postfix matches a parent domain written with a leading dot: ``*.a.test`` -> ``.a.test``."""
-    return name[1:] if is_wildcard(name) else name
-
-
-def entry_value(serving: Serving, separator: str = " ") -> str:
-    """The files one name serves, each key before its chain as Postfix requires: one pair, or an
-    ECDSA and an RSA pair that smtpd loads together and picks from by the client's signature
-    algorithms (as smtpd_tls_chain_files; FACTS §2)."""
-    return separator.join(f"{files.key}{separator}{files.fullchain}" for files in serving)
-
-
 def render_map(plan: Plan) -> str:
-    """The map source: ``name key-file fullchain-file [key-file fullchain-file]`` per line."""
-    lines = [f"# {HEADER}"]
-    lines += [f"{map_key(name)} {entry_value(serving)}" for name, serving in plan.served()]
-    return "\n".join(lines) + "\n"
+    """The source of a one-table map: ``name key-file fullchain-file [key-file fullchain-file]``
+    per line (maptables.render_tables for a split one)."""
+    return render_tables(plan, Layout(""))[0]
 
 
-#: More entries changing than this (a bulk import batch) renders the whole map source rather than
-#: editing the live one entry by entry.
-EDIT_MAX = 256
-
-
-def edit_map(text: str, written: Dict[str, Serving], removed: Sequence[str]) -> str:
-    """The map source ``text`` with the ``removed`` keys' lines cut, the ``written`` keys' lines
-    replaced where they are, and new keys added at the end (postmap does not care about order):
-    a few searches of the text instead of rendering 10,000 entries."""
-    for key in removed:
-        at = text.find(f"\n{key} ") + 1
-        if at > 0:
-            text = text[:at] + text[text.index("\n", at) + 1 :]
-    added = []
-    for key, serving in written.items():
-        line = f"{key} {entry_value(serving)}\n"
-        at = text.find(f"\n{key} ") + 1
-        if at > 0:
-            text = text[:at] + line + text[text.index("\n", at) + 1 :]
-        else:
-            added.append(line)
-    return text + "".join(added)
+def entry_changes(before: Plan, after: Plan, changed: Sequence[str]) -> Edits:
+    """maptables.table_edits for a one-table map."""
+    return table_edits(before, after, changed, Layout("")).get(0, ({}, []))
 
 
 def keys_of(plan: Plan) -> List[str]:
@@ -87,41 +56,24 @@ def same_chain(first: str, second: str) -> bool:
     return re.split(r"[\s,]+", first.strip()) == re.split(r"[\s,]+", second.strip())
 
 
-def entry_changes(before: Plan, after: Plan, changed: Sequence[str]) -> Tuple[Dict[str, Serving], List[str]]:
-    """The map edits that turn ``before`` into ``after``: entries to write (new, re-pointed, or
-    served by a lineage in ``changed``, whose files' content changed: either of a dual entry's)
-    and keys to delete.
+@dataclass(frozen=True)
+class Table:
+    """One compiled table waiting beside the live one: the temp source and table, and the live
+    source and table they replace."""
 
-    Only the names of lineages that differ between the plans can have a different entry, so only
-    those are looked at: one lineage on a host of 10,000 costs a pass over the lineage ids.
-    """
-    renewed = set(changed)
-    touched: Set[str] = set()
-    for lid, lineage in after.lineages.items():
-        old = before.lineages.get(lid)
-        if lid in renewed or (old is not lineage and old != lineage):
-            touched.update(lineage.names)
-            touched.update(old.names if old is not None else ())
-    for lid, lineage in before.lineages.items():
-        if lid not in after.lineages:
-            touched.update(lineage.names)
-    written: Dict[str, Serving] = {}
-    removed: List[str] = []
-    for name in sorted(touched, key=lambda n: (is_wildcard(n), n)):
-        new, old_serving = after.served_of(name), before.served_of(name)
-        if not new:
-            removed.append(map_key(name))
-        elif new != old_serving or any(files.lineage_id in renewed for files in new):
-            written[map_key(name)] = new
-    return written, removed
+    index: int
+    source: str
+    table: str
+    live_source: str
+    live_table: str
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A compiled map waiting beside the live one: its source and its table file."""
+    """The tables of a deployment, compiled and checked, and the layout they belong to."""
 
-    source: str
-    table: str
+    layout: Layout
+    tables: Tuple[Table, ...]
 
 
 class Postfix:
@@ -201,28 +153,39 @@ class Postfix:
     def _type_in_use(self) -> Optional[str]:
         for ref in self._current_maps():
             kind, _, path = ref.partition(":")
-            if os.path.normpath(path) == self.settings.postfix_map:
+            if self.is_ours(path):
                 return kind
         return None
 
-    @property
-    def map_ref(self) -> str:
-        return f"{self.map_type()}:{self.settings.postfix_map}"
+    def is_ours(self, path: str) -> bool:
+        """Whether ``path`` is this package's map source: --postfix-map, or one of its split
+        tables' (``<path>.NN``)."""
+        path = os.path.normpath(path)
+        base = self.settings.postfix_map
+        return path == base or (path.startswith(base + ".") and path[len(base) + 1 :].isdigit())
 
-    @property
-    def table_path(self) -> str:
-        return self.settings.postfix_map + MAP_SUFFIXES[self.map_type()]
+    def map_refs(self, layout: Layout) -> List[str]:
+        return [f"{self.map_type()}:{source}" for source in layout.sources()]
 
-    def check_parameter(self) -> bool:
-        """True if tls_server_sni_maps already names our map; False if unset; raise if it is another's."""
+    def table_of(self, source: str) -> str:
+        return source + MAP_SUFFIXES[self.map_type()]
+
+    def check_parameter(self, layout: Layout) -> bool:
+        """True if tls_server_sni_maps names the tables of ``layout``; False if it is unset or
+        names another layout of this package's map (changed at commit); raise if it names
+        another's map."""
         current = self._current_maps()
         if not current:
             return False
-        if self.map_ref in current:
+        refs = self.map_refs(layout)
+        if current == refs:
             return True
+        kind = self.map_type()
+        if all(ref.partition(":")[0] == kind and self.is_ours(ref.partition(":")[2]) for ref in current):
+            return False
         raise MisconfiguredError(
             f"tls_server_sni_maps in {self.main_cf} is already set to {', '.join(current)}, not "
-            f"{self.map_ref}: remove it (postconf -X tls_server_sni_maps) or point "
+            f"{', '.join(refs)}: remove it (postconf -X tls_server_sni_maps) or point "
             "--postfix-map/--postfix-map-type at that map"
         )
 
@@ -236,60 +199,107 @@ class Postfix:
             return ""
         return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
 
-    def live_stamp(self) -> str:
-        return self.stamp(self.table_path)
+    def tables_to_build(
+        self,
+        plan: Plan,
+        before: Plan,
+        changed: Sequence[str],
+        layout: Layout,
+        before_layout: Layout,
+        recorded: Sequence[str],
+    ) -> Tuple[Dict[int, str], Optional[Dict[int, Edits]], List[str]]:
+        """What a deployment does to the map: (index -> new source of each table to build, the
+        edits from ``before`` when the layout stays, the digest of each table's source after).
 
-    def can_patch(self, stamp: str) -> bool:
-        """Whether the live table may be copied and edited (``postmap -i -r``/``-d``) rather than
-        rebuilt: cdb cannot be edited, and the table must be the one this package last wrote."""
-        return self.map_type() != "cdb" and bool(stamp) and stamp == self.live_stamp()
+        A table whose live source has the digest ``recorded`` for it has the edits made to its
+        text (a few searches, however large it is); one that does not (edited by hand, restored,
+        or the layout changed) is rendered from the plan and built if it differs, so what is live
+        always ends up as the plan says. A table whose file is missing is built from its source.
+        """
+        edits = table_edits(before, plan, changed, layout) if layout == before_layout else None
+        texts: Dict[int, str] = {}
+        digests: List[str] = []
+        lives: List[Optional[bytes]] = []
+        rendered: List[int] = []
+        for index, source in enumerate(layout.sources()):
+            live = fsutil.read_or_none(source)
+            lives.append(live)
+            digests.append(fsutil.text_digest(live) if live is not None else "")
+            written, removed = edits.get(index, ({}, [])) if edits is not None else ({}, [])
+            trusted = edits is not None and index < len(recorded) and bool(digests[index])
+            if not trusted or recorded[index] != digests[index] or len(written) + len(removed) > EDIT_MAX:
+                rendered.append(index)
+            elif written or removed:
+                texts[index] = edit_source((live or b"").decode("utf-8", "replace"), written, removed)
+            elif not os.path.exists(self.table_of(source)):
+                texts[index] = (live or b"").decode("utf-8", "replace")
+        for index, text in render_tables(plan, layout, rendered).items() if rendered else ():
+            in_table = edits.get(index) if edits is not None else None
+            if (
+                edits is None
+                or in_table
+                or text.encode() != lives[index]
+                or not os.path.exists(self.table_of(layout.sources()[index]))
+            ):
+                texts[index] = text
+        for index, text in texts.items():
+            digests[index] = fsutil.text_digest(text.encode())
+        return texts, edits, digests
 
     def build_candidate(
         self,
         plan: Plan,
+        layout: Layout,
+        texts: Dict[int, str],
+        edits: Optional[Dict[int, Edits]] = None,
+        stamps: Sequence[str] = (),
         changed: Sequence[str] = (),
-        before: Optional[Plan] = None,
-        stamp: str = "",
-        text: Optional[str] = None,
-        changes: Optional[Tuple[Dict[str, Serving], List[str]]] = None,
     ) -> Candidate:
-        """Write and compile the new map beside the live one, and prove the entries made it in.
+        """Write and compile the tables in ``texts`` (index -> new source) beside the live ones,
+        and prove the entries made it in.
 
-        With ``before`` (the plan the live table holds) and a matching ``stamp``, the live table is
-        copied and only the entries that differ are edited, so one lineage costs the same on a host
-        of 10,000 names as on one of 10; otherwise the whole table is compiled. Either way each
-        written key is looked up, and for each lineage id in ``changed`` one entry is decoded and
-        compared with the digest of the files that were checked (postmap stores whatever it finds).
-        ``changes`` is entry_changes(before, plan, changed) if the caller has it.
+        With ``edits`` (maptables.table_edits from the plan the live tables hold) and a table's
+        stamp matching the live one, that table is copied and only the entries that differ are
+        edited, so one lineage costs the same on a host of 10,000 names as on one of 10; otherwise
+        the table is compiled from its source. Either way each written key is looked up, and for
+        each lineage id in ``changed`` one entry is decoded and compared with the digest of the
+        files that were checked (postmap stores whatever it finds).
         """
-        self.check_parameter()
-        fsutil.check_owned(self.settings.postfix_map, "--postfix-map")
+        self.check_parameter(layout)
+        sources = layout.sources()
+        for source in sources:
+            fsutil.check_owned(source, "--postfix-map")
         kind = self.map_type()
-        patch = before is not None and self.can_patch(stamp)
-        text = render_map(plan) if text is None else text  # the caller may have rendered it
-        source = fsutil.write_temp(self.settings.postfix_map, text.encode(), mode=0o600)
-        candidate = Candidate(source, source + MAP_SUFFIXES[kind])
+        tables: List[Table] = []
         try:
-            if before is not None and patch:
-                written, removed = changes if changes is not None else entry_changes(before, plan, changed)
-                fsutil.copy_private(self.table_path, candidate.table)
-                warnings = self._patch(candidate, written, removed)
-                self._check_absent(candidate, [key for key in removed if key not in written])
-            else:
-                written = {map_key(name): serving for name, serving in plan.served()}
-                result = runner.run(["postmap", "-F", "-c", self.dir, f"{kind}:{source}"])
-                warnings = result.stderr
-            os.chmod(candidate.table, 0o600)  # postmap copies the source's mode; keys must stay private
-            self._check_keys(candidate, list(written), warnings)
+            for index, text in sorted(texts.items()):
+                live_source = sources[index]
+                source = fsutil.write_temp(live_source, text.encode(), mode=0o600)
+                table = Table(index, source, self.table_of(source), live_source, self.table_of(live_source))
+                tables.append(table)
+                stamp = stamps[index] if index < len(stamps) else ""
+                if edits is not None and kind != "cdb" and stamp and stamp == self.stamp(table.live_table):
+                    written, removed = edits.get(index, ({}, []))
+                    fsutil.copy_private(table.live_table, table.table)
+                    warnings = self._patch(table, written, removed)
+                    self._check_absent(table, [key for key in removed if key not in written])
+                    keys = list(written)
+                else:
+                    result = runner.run(["postmap", "-F", "-c", self.dir, f"{kind}:{source}"])
+                    warnings = result.stderr
+                    keys = [line.split(" ", 1)[0] for line in text.splitlines() if line and line[0] != "#"]
+                os.chmod(table.table, 0o600)  # postmap copies the source's mode; keys must stay private
+                self._check_keys(table, keys, warnings)
+            candidate = Candidate(layout, tuple(tables))
             self._check_content(candidate, plan, changed)
         except BaseException:
-            self.discard(candidate)
+            self.discard(Candidate(layout, tuple(tables)))
             raise
         return candidate
 
-    def _patch(self, candidate: Candidate, written: Dict[str, Serving], removed: List[str]) -> str:
+    def _patch(self, table: Table, written: Dict[str, Serving], removed: List[str]) -> str:
         """Edit the copied table in place: delete ``removed`` keys, insert or replace ``written``."""
-        ref = f"{self.map_type()}:{candidate.source}"
+        ref = f"{self.map_type()}:{table.source}"
         warnings = ""
         if removed:
             keys = "\n".join(removed) + "\n"
@@ -300,13 +310,13 @@ class Postfix:
             warnings += runner.run(cmd, input_text=lines).stderr
         return warnings
 
-    def _lookup(self, candidate: Candidate, keys: Sequence[str], decode: bool = False) -> Dict[str, str]:
+    def _lookup(self, table: Table, keys: Sequence[str], decode: bool = False) -> Dict[str, str]:
         """key -> value for each of ``keys`` found in the candidate table (one postmap run)."""
         if not keys:
             return {}
         flags = ["-F"] if decode else []
         out = runner.run(
-            ["postmap", "-c", self.dir, *flags, "-q", "-", f"{self.map_type()}:{candidate.source}"],
+            ["postmap", "-c", self.dir, *flags, "-q", "-", f"{self.map_type()}:{table.source}"],
             input_text="\n".join(keys) + "\n",
             check=False,
         ).stdout
@@ -320,8 +330,8 @@ class Postfix:
                 found[current] += line
         return found
 
-    def _check_keys(self, candidate: Candidate, expected: List[str], warnings: str) -> None:
-        found = self._lookup(candidate, expected)
+    def _check_keys(self, table: Table, expected: List[str], warnings: str) -> None:
+        found = self._lookup(table, expected)
         missing = [key for key in expected if key not in found]
         if missing:
             detail = runner.last_line(warnings) or "no warning from postmap"
@@ -329,48 +339,72 @@ class Postfix:
                 f"postmap left {len(missing)} name(s) out of the SNI map (first: {missing[0]}): {detail}"
             )
 
-    def _check_absent(self, candidate: Candidate, removed: List[str]) -> None:
-        left = list(self._lookup(candidate, removed))
+    def _check_absent(self, table: Table, removed: List[str]) -> None:
+        left = list(self._lookup(table, removed))
         if left:
             raise MisconfiguredError(f"postmap did not remove {left[0]} from the SNI map: try again")
 
     def _check_content(self, candidate: Candidate, plan: Plan, changed: Sequence[str]) -> None:
-        """Decode one entry per changed lineage and compare it with the digest of the files that
-        were checked. A dual entry holds the ECDSA pair, then the RSA pair: it must hold that many
-        pairs, and the changed lineage's pair at its place (the other's files were checked when
-        that lineage was deployed, as for any entry not written now)."""
-        keys: Dict[str, List[Lineage]] = {}  # an entry may be checked for both its lineages
+        """Decode one entry per changed lineage written now and compare it with the digest of the
+        files that were checked. A dual entry holds the ECDSA pair, then the RSA pair: it must hold
+        that many pairs, and the changed lineage's pair at its place (the other's files were
+        checked when that lineage was deployed, as for any entry not written now)."""
+        built = {table.index: table for table in candidate.tables}
+        keys: Dict[int, Dict[str, List[Lineage]]] = {}  # an entry may be checked for both its lineages
         for lid in changed:
             lineage = plan.lineages.get(lid)
             if lineage is not None and lineage.names:
-                keys.setdefault(map_key(lineage.names[0]), []).append(lineage)
-        decoded = self._lookup(candidate, list(keys), decode=True)
-        for key, checked in keys.items():
-            data = decoded.get(key, "").encode()
-            lineages = plan.serving_of(checked[0].names[0])
-            found = pair_digests(data) if len(lineages) > 1 else [pem_digest(data)]
-            for lineage in checked:
-                index = lineages.index(lineage)
-                if index >= len(found) or found[index] != lineage.digest:
-                    raise MisconfiguredError(
-                        f"the SNI map entry for {key} does not hold the key and chain that were checked "
-                        f"({lineage.files.key}, {lineage.files.fullchain} changed meanwhile?): try again"
-                    )
-            if len(found) != len(lineages):
-                raise MisconfiguredError(
-                    f"the SNI map entry for {key} holds {len(found)} key and chain pairs, not "
-                    f"{len(lineages)}: try again"
+                index = candidate.layout.index_of(plan.served_of(lineage.names[0]))
+                if index in built:
+                    keys.setdefault(index, {}).setdefault(map_key(lineage.names[0]), []).append(lineage)
+        for index, by_key in keys.items():
+            decoded = self._lookup(built[index], list(by_key), decode=True)
+            for key, checked in by_key.items():
+                self._check_entry(
+                    key, decoded.get(key, "").encode(), plan.serving_of(checked[0].names[0]), checked
                 )
 
+    @staticmethod
+    def _check_entry(key: str, data: bytes, lineages: Tuple[Lineage, ...], checked: List[Lineage]) -> None:
+        found = pair_digests(data) if len(lineages) > 1 else [pem_digest(data)]
+        for lineage in checked:
+            index = lineages.index(lineage)
+            if index >= len(found) or found[index] != lineage.digest:
+                raise MisconfiguredError(
+                    f"the SNI map entry for {key} does not hold the key and chain that were checked "
+                    f"({lineage.files.key}, {lineage.files.fullchain} changed meanwhile?): try again"
+                )
+        if len(found) != len(lineages):
+            raise MisconfiguredError(
+                f"the SNI map entry for {key} holds {len(found)} key and chain pairs, not "
+                f"{len(lineages)}: try again"
+            )
+
     def commit(self, candidate: Candidate) -> None:
-        """Swap the candidate in (table first, then its source) and point Postfix at it if needed."""
-        already_set = self.check_parameter()
-        fsutil.replace(candidate.table, self.table_path)
-        fsutil.replace(candidate.source, self.settings.postfix_map)
-        fsutil.remove_quietly(candidate.table + "-lock")  # lmdb's lock file
+        """Swap the candidate tables in (each table first, then its source), then point Postfix at
+        the layout's tables if it is new, and remove the tables of the old layout."""
+        already_set = self.check_parameter(candidate.layout)
+        for table in candidate.tables:
+            fsutil.replace(table.table, table.live_table)
+            fsutil.replace(table.source, table.live_source)
+            fsutil.remove_quietly(table.table + "-lock")  # lmdb's lock file
         if not already_set:
-            runner.run(["postconf", "-c", self.dir, "-e", f"tls_server_sni_maps = {self.map_ref}"])
-            logger.info("set tls_server_sni_maps = %s in %s", self.map_ref, self.main_cf)
+            refs = self.map_refs(candidate.layout)
+            runner.run(["postconf", "-c", self.dir, "-e", f"tls_server_sni_maps = {', '.join(refs)}"])
+            logger.info("set tls_server_sni_maps = %s in %s", ", ".join(refs), self.main_cf)
+            self.remove_tables_except(candidate.layout.sources())
+
+    def remove_tables_except(self, sources: Sequence[str]) -> None:
+        """Remove this package's map sources and tables but those of ``sources`` (the tables of
+        the layout before a split, or of a split that was rolled back)."""
+        kept = set(sources)
+        base = self.settings.postfix_map
+        for path in [base, *glob.glob(glob.escape(base) + ".*")]:
+            source = path[: -len("-lock")] if path.endswith("-lock") else path
+            for suffix in set(MAP_SUFFIXES.values()):
+                source = source[: -len(suffix)] if source.endswith(suffix) else source
+            if self.is_ours(source) and source not in kept:
+                fsutil.remove_quietly(path)
 
     # -- the default certificate --------------------------------------------------------------
 
@@ -413,32 +447,37 @@ class Postfix:
                 services.append(service.rpartition("/")[0] or service)
         return list(dict.fromkeys(services))
 
-    def secure_live_files(self) -> List[str]:
-        """The map source and table embed or point at private keys: make them root:root 0600 if
+    def secure_live_files(self, layout: Layout) -> List[str]:
+        """The map sources and tables embed or point at private keys: make them root:root 0600 if
         someone loosened them, and say so."""
         fixed = []
-        for path in (self.settings.postfix_map, self.table_path):
-            try:
-                info = os.stat(path)
-            except FileNotFoundError:
-                continue
-            if info.st_mode & 0o077 or info.st_uid != 0 or info.st_gid != 0:
-                os.chown(path, 0, 0)
-                os.chmod(path, 0o600)
-                fixed.append(
-                    f"{path} was mode {info.st_mode & 0o777:04o} uid {info.st_uid}; now root:root 0600"
-                )
+        for source in layout.sources():
+            for path in (source, self.table_of(source)):
+                try:
+                    info = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                if info.st_mode & 0o077 or info.st_uid != 0 or info.st_gid != 0:
+                    os.chown(path, 0, 0)
+                    os.chmod(path, 0o600)
+                    fixed.append(
+                        f"{path} was mode {info.st_mode & 0o777:04o} uid {info.st_uid}; now root:root 0600"
+                    )
         return fixed
 
     def discard(self, candidate: Candidate) -> None:
-        for path in (candidate.source, candidate.table, candidate.table + "-lock"):
-            fsutil.remove_quietly(path)
+        for table in candidate.tables:
+            for path in (table.source, table.table, table.table + "-lock"):
+                fsutil.remove_quietly(path)
 
     def rebuild_live(self) -> None:
-        """Recompile the live map from its source (after certbot's reverter restored the source)."""
-        if os.path.exists(self.settings.postfix_map):
-            os.chmod(self.settings.postfix_map, 0o600)
-            runner.run(["postmap", "-F", "-c", self.dir, self.map_ref])
+        """Recompile this package's tables that tls_server_sni_maps names from their sources
+        (after certbot's reverter or a rollback restored the sources)."""
+        for ref in self._current_maps():
+            source = ref.partition(":")[2]
+            if self.is_ours(source) and os.path.exists(source):
+                os.chmod(source, 0o600)
+                runner.run(["postmap", "-F", "-c", self.dir, ref])
 
     def is_running(self) -> bool:
         return runner.run(["postfix", "-c", self.dir, "status"], check=False).returncode == 0

@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import fsutil, runner
 from .errors import MisconfiguredError
 from .postfix import DEFAULT_CHAIN, Postfix, same_chain
 from .settings import Settings
+
+
+def _map_labels(sources: Sequence[str]) -> List[Tuple[str, str]]:
+    """(label in the snapshot, live path) of each map source: "map" for the first (the only one
+    before the map could be split), "map.1" and on for the others."""
+    return [("map" if index == 0 else f"map.{index}", source) for index, source in enumerate(sources)]
 
 
 class Previous:
@@ -26,17 +32,20 @@ class Previous:
     def exists(self) -> bool:
         return os.path.exists(self.meta)
 
-    def save(self, settings: Settings, state_path: str) -> None:
-        """Copy what is live now: map source, drop-in, state, and the tls_server_sni_maps and
-        smtpd_tls_chain_files values."""
+    def save(self, settings: Settings, state_path: str, map_sources: Sequence[str]) -> None:
+        """Copy what is live now: the map's sources (one per table), drop-in, state, and the
+        tls_server_sni_maps and smtpd_tls_chain_files values."""
         self.drop()
         try:
             os.makedirs(self.directory, mode=0o700)
         except OSError as exc:
             raise MisconfiguredError(f"cannot create {self.directory}: {exc.strerror}") from None
         files: Dict[str, Optional[str]] = {}
-        for label, path in (("map", settings.postfix_map), ("dropin", settings.dovecot_config),
-                            ("state", state_path)):  # fmt: skip
+        for label, path in (
+            *_map_labels(map_sources),
+            ("dropin", settings.dovecot_config),
+            ("state", state_path),
+        ):
             kept = fsutil.snapshot(path, os.path.join(self.directory, label))
             files[label] = path if kept else None
         sni_param, default_chain = "", ""
@@ -44,7 +53,12 @@ class Previous:
             postfix = Postfix(settings)
             sni_param = " ".join(postfix.postconf("tls_server_sni_maps")).strip()
             default_chain = postfix.default_chain()
-        meta = {"files": files, "tls_server_sni_maps": sni_param, DEFAULT_CHAIN: default_chain}
+        meta = {
+            "files": files,
+            "map_sources": list(map_sources),
+            "tls_server_sni_maps": sni_param,
+            DEFAULT_CHAIN: default_chain,
+        }
         fsutil.atomic_write(self.meta, json.dumps(meta).encode(), mode=0o600)
 
     def restore(self, settings: Settings) -> Optional[bytes]:
@@ -55,14 +69,13 @@ class Previous:
             with open(self.meta, encoding="utf-8") as handle:
                 meta = json.load(handle)
             files = meta["files"]
-        except (OSError, ValueError, KeyError) as exc:
+            map_sources = [str(path) for path in meta.get("map_sources", [settings.postfix_map])]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise MisconfiguredError(
                 f"cannot restore the previous configuration from {self.meta}: {exc}"
             ) from None
-        for label, target, mode in (
-            ("map", settings.postfix_map, 0o600),
-            ("dropin", settings.dovecot_config, 0o644),
-        ):
+        targets = [(label, path, 0o600) for label, path in _map_labels(map_sources)]
+        for label, target, mode in (*targets, ("dropin", settings.dovecot_config, 0o644)):
             saved = fsutil.read_or_none(os.path.join(self.directory, label))
             if files.get(label) is None or saved is None:
                 fsutil.remove_quietly(target)
@@ -76,8 +89,10 @@ class Previous:
                 postfix.rebuild_live()
             else:
                 runner.run(["postconf", "-c", postfix.dir, "-X", "tls_server_sni_maps"])
-                for suffix in (".db", ".lmdb", ".cdb"):
-                    fsutil.remove_quietly(settings.postfix_map + suffix)
+                for source in map_sources:
+                    for suffix in (".db", ".lmdb", ".cdb"):
+                        fsutil.remove_quietly(source + suffix)
+            postfix.remove_tables_except(map_sources)  # a split made since
             chain = meta.get(DEFAULT_CHAIN)  # absent in a copy saved before the default was managed
             if chain is not None and not same_chain(str(chain), postfix.default_chain()):
                 postfix.set_default_chain(str(chain))

@@ -20,6 +20,7 @@ OPTION_NAMES: Tuple[str, ...] = (
     "postfix-dir",
     "postfix-map",
     "postfix-map-type",
+    "postfix-map-tables",
     "dovecot-dir",
     "dovecot-config",
     "dovecot-syntax",
@@ -36,6 +37,9 @@ OPTION_HELP: Dict[str, str] = {
     "(default: <postfix-dir>/tls_server_sni_maps)",
     "postfix-map-type": "Postfix table type: hash, btree, lmdb, cdb, or auto = the type "
     "tls_server_sni_maps already uses, else default_database_type (default: auto)",
+    "postfix-map-tables": "how many tables the SNI map is split into, so that one deployment copies "
+    "and edits a small one: auto = one up to 1,024 names, then a power of two with about 512 names "
+    "each (never fewer than before), or a power of two (default: auto)",
     "dovecot-dir": "Dovecot configuration directory holding dovecot.conf (default: /etc/dovecot)",
     "dovecot-config": "the one file this plugin owns in Dovecot's configuration "
     "(default: <dovecot-dir>/conf.d/99-mailstack-sni.conf)",
@@ -68,6 +72,8 @@ class Settings:
     dovecot_syntax: str = "auto"
     #: Whose lineage is the default certificate: "" = Postfix's myhostname, "none" = nobody's.
     default_name: str = ""
+    #: How many tables the Postfix map is split into: 0 = by its size (maptables.tables_for).
+    postfix_map_tables: int = 0
 
     @property
     def dovecot_conf(self) -> str:
@@ -146,7 +152,18 @@ def resolve(options: Mapping[str, str]) -> Settings:
         s6_scandir="" if s6_scandir == "auto" else _path(options, "s6-scandir", s6_scandir),
         dovecot_syntax=dovecot_syntax,
         default_name=_default_name(options.get("default-name") or "auto"),
+        postfix_map_tables=_map_tables(options.get("postfix-map-tables") or "auto"),
     )
+
+
+def _map_tables(raw: str) -> int:
+    """``auto`` -> 0, else a power of two from 1 to 1024."""
+    if raw == "auto":
+        return 0
+    count = int(raw) if raw.isdigit() else 0
+    if not 1 <= count <= 1024 or count & (count - 1):
+        raise InputError(f"--postfix-map-tables {raw!r} is not auto or a power of two from 1 to 1024")
+    return count
 
 
 def _default_name(raw: str) -> str:

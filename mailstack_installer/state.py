@@ -32,9 +32,11 @@ class State:
     pending_reload: Set[str] = field(default_factory=set)
     #: Lineages changed since the daemons were last confirmed (by handshake) to serve them.
     unconfirmed: Set[str] = field(default_factory=set)
-    #: Identity of the Postfix table last swapped in (postfix.Postfix.live_stamp): while it still
-    #: matches, the table holds ``plan`` and one lineage can be patched in rather than rebuilt.
-    postfix_table: str = ""
+    #: How many tables the Postfix map is split into (maptables.Layout).
+    postfix_tables: int = 1
+    #: Identity of each Postfix table as last swapped in (postfix.Postfix.stamp), by table: while it
+    #: still matches, the table holds ``plan`` and one lineage can be patched in, not rebuilt.
+    postfix_stamps: List[str] = field(default_factory=list)
     #: What ``smtpd_tls_chain_files`` was ("" = unset) before this package first made a lineage
     #: Postfix's default certificate; None while it has not. Put back when no lineage covers the
     #: default name any more.
@@ -42,9 +44,9 @@ class State:
     #: SHA-256 of the Dovecot drop-in as last written (dovecot.text_digest): while the live file
     #: still has it, only the blocks that change need validating (none of the others was edited).
     dovecot_dropin: str = ""
-    #: SHA-256 of the Postfix map source as last written: while the live file still has it, the
-    #: entries that change are edited into it instead of rendering every entry again.
-    postfix_source: str = ""
+    #: SHA-256 of each Postfix table's source as last written or checked, by table: while the live
+    #: file still has it, the entries that change are edited into it instead of rendering them all.
+    postfix_sources: List[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         # Each lineage is one row, [key, fullchain, digest, key_type, name...], in plan order:
@@ -59,10 +61,11 @@ class State:
             "options": self.options,
             "pending_reload": sorted(self.pending_reload),
             "unconfirmed": sorted(self.unconfirmed),
-            "postfix_table": self.postfix_table,
+            "postfix_tables": self.postfix_tables,
+            "postfix_stamps": self.postfix_stamps,
             "default_chain_before": self.default_chain_before,
             "dovecot_dropin": self.dovecot_dropin,
-            "postfix_source": self.postfix_source,
+            "postfix_sources": self.postfix_sources,
             "lineages": lineages,
         }
         # Compact: only the C encoder is fast enough for 10,000 lineages (indent= falls back to the
@@ -85,10 +88,12 @@ class State:
                 plan=Plan(lineages),
                 pending_reload={str(s) for s in doc.get("pending_reload", [])},
                 unconfirmed={str(s) for s in doc.get("unconfirmed", [])},
-                postfix_table=str(doc.get("postfix_table", "")),
+                postfix_tables=_table_count(doc.get("postfix_tables", 1)),
+                # "postfix_table": the one table's stamp, written before the map could be split.
+                postfix_stamps=[str(s) for s in doc.get("postfix_stamps", [doc.get("postfix_table", "")])],
                 default_chain_before=_optional_str(doc.get("default_chain_before")),
                 dovecot_dropin=str(doc.get("dovecot_dropin", "")),
-                postfix_source=str(doc.get("postfix_source", "")),
+                postfix_sources=[str(s) for s in doc.get("postfix_sources", [])],
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MisconfiguredError(
@@ -121,6 +126,12 @@ def _lineages_from_objects(objects: Dict[str, Any]) -> Dict[str, Lineage]:
         # "key_type" came with dual keys; older files lack it: "" until a conflict asks.
         lineages[lid] = Lineage(files, names, str(raw["digest"]), str(raw.get("key_type", "")))
     return lineages
+
+
+def _table_count(value: Any) -> int:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"postfix_tables {value!r} is not a positive number")
+    return value
 
 
 def _optional_str(value: Any) -> Optional[str]:

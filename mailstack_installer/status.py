@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import fsutil
 from .certfiles import check_files
 from .errors import InputError, MisconfiguredError
+from .maptables import Layout, map_key
 from .model import Lineage
-from .postfix import map_key
 from .settings import Settings
 from .state import State
 from .verify import DEFAULT_EXPIRY_DAYS, OK, PROBLEM, CertInfo, expiry_note, lineage_leaf, table
@@ -159,7 +159,8 @@ def collect(
     postfix: Optional[Dict[str, List[Tuple[str, str]]]] = None
     dovecot: Optional[Dict[str, List[str]]] = None
     if settings.uses("postfix"):
-        postfix = postfix_entries(_read(settings.postfix_map) or "")
+        sources = Layout(settings.postfix_map, state.postfix_tables).sources()
+        postfix = postfix_entries("".join(_read(source) or "" for source in sources))
     if settings.uses("dovecot"):
         dovecot = dovecot_entries(_read(settings.dovecot_config) or "")
     facts = {lid: _lineage_files(lin, expiry_days, now) for lid, lin in state.plan.lineages.items()}

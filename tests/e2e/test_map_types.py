@@ -160,3 +160,53 @@ def test_map_type_this_postfix_lacks_is_refused_with_one_line(
     assert sorted(p.name for p in stack.postfix.config_dir.iterdir()) == files  # no map, no leftovers
     assert not (stack.dovecot.config_dir / "conf.d" / "99-mailstack-sni.conf").exists()
     assert_postfix_serves(stack, ["d.test"], stack.defaults()["smtp"])  # Postfix's default certificate
+
+
+def table_identities(stack: Stack) -> Dict[str, tuple]:
+    return {
+        name: (
+            os.stat(stack.postfix.config_dir / name).st_ino,
+            os.stat(stack.postfix.config_dir / name).st_mtime_ns,
+        )
+        for name in tables(stack)
+    }
+
+
+def test_a_split_map_serves_every_lineage_and_a_renewal_rebuilds_one_table(
+    pypi_certbot: Certbot, stack: Stack
+) -> None:
+    """The map split into tables (as on a host past 1,024 names, forced here to 4): the split of a
+    one-table map, every lineage served from its table on every Postfix port, and a renewal that
+    replaces only the table holding the renewed lineage's entries."""
+    certbot, config_dir = pypi_certbot, stack.postfix.config_dir
+    deploy(certbot, stack, "a.test", A_NAMES)
+    assert tables(stack) == {f"{MAP}.db": 0o600}
+
+    deploy(certbot, stack, "b.test", B_NAMES, "--mailstack-postfix-map-tables", "4")
+    deploy(certbot, stack, "c.test", ("c.test", "mail.c.test"))  # the count is kept in the state
+
+    split = [f"hash:{config_dir / MAP}.{index}" for index in range(4)]
+    assert stack.postfix.postconf("-h", MAP).strip() == ", ".join(split)
+    assert tables(stack) == {f"{MAP}.{index}.db": 0o600 for index in range(4)}
+    assert not (config_dir / MAP).exists()  # the one-table map is gone with the split
+    sources = "".join((config_dir / f"{MAP}.{index}").read_text() for index in range(4))
+    assert sorted(line.split()[0] for line in sources.splitlines() if not line.startswith("#")) == sorted(
+        A_NAMES + B_NAMES + ("c.test", "mail.c.test")
+    )
+    old = {lineage: leaf(certbot, lineage) for lineage in ("a.test", "b.test", "c.test")}
+    assert len(set(old.values())) == 3
+    assert_postfix_serves(stack, A_NAMES, old["a.test"])
+    assert_postfix_serves(stack, B_NAMES, old["b.test"])
+    assert_postfix_serves(stack, ("c.test", "mail.c.test"), old["c.test"])
+    before = table_identities(stack)
+
+    certbot.run("renew", "--force-renewal", "--cert-name", "b.test")
+
+    new_b = leaf(certbot, "b.test")
+    assert new_b != old["b.test"]
+    assert_postfix_serves(stack, B_NAMES, new_b)
+    assert_postfix_serves(stack, A_NAMES, old["a.test"])
+    assert_postfix_serves(stack, ("c.test", "mail.c.test"), old["c.test"])
+    after = table_identities(stack)
+    assert sum(after[name] != before[name] for name in before) == 1, (before, after)
+    assert tables(stack) == {f"{MAP}.{index}.db": 0o600 for index in range(4)}

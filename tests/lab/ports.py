@@ -13,6 +13,12 @@ LOCALHOST = "127.0.0.1"
 # (even our own readiness probes) may take one before the daemon binds it. Pick below that range.
 _LOW, _HIGH = 20000, 32000
 
+# Ports handed out in this process, never handed out again: the lab picks a daemon's ports when it
+# is built and the daemon binds them later, so two instances built one after the other (Postfix,
+# then Dovecot) could otherwise both get a port that was free between the two picks. A test run
+# uses a few hundred of the 12,000.
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
@@ -27,6 +33,8 @@ def free_ports(count: int) -> list[int]:
         for port in candidates:
             if len(sockets) == count:
                 break
+            if port in _handed_out:
+                continue
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 sock.bind((LOCALHOST, port))
@@ -36,7 +44,9 @@ def free_ports(count: int) -> list[int]:
             sockets.append(sock)
         if len(sockets) < count:
             raise RuntimeError(f"no {count} free ports between {_LOW} and {_HIGH}")
-        return [int(sock.getsockname()[1]) for sock in sockets]
+        ports = [int(sock.getsockname()[1]) for sock in sockets]
+        _handed_out.update(ports)
+        return ports
     finally:
         for sock in sockets:
             sock.close()

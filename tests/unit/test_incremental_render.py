@@ -19,9 +19,9 @@ import pytest
 
 from mailstack_installer import dovecot as dovecot_module
 from mailstack_installer.dovecot import Dovecot, render_dropin, text_digest
+from mailstack_installer.maptables import Layout, edit_source, render_tables, table_edits
 from mailstack_installer.model import CertFiles, Lineage, Plan
 from mailstack_installer.pipeline import default_serving
-from mailstack_installer.postfix import edit_map, entry_changes, render_map
 from mailstack_installer.settings import resolve
 
 NAMES = ["mail.a.test", "imap.a.test", "*.a.test", "mail.b.test", "*.b.test", "c.test", "mail.c.test"]
@@ -113,18 +113,41 @@ def test_a_dropin_without_the_divider_is_rendered_whole(tmp_path: Path) -> None:
     assert rendered.text == render_dropin(after, "2.3")
 
 
+@pytest.mark.parametrize("tables", [1, 4])
 @pytest.mark.parametrize("seed", range(12))
-def test_edited_map_source_has_the_lines_of_a_full_rendering(seed: int) -> None:
+def test_edited_map_sources_have_the_lines_of_a_full_rendering(seed: int, tables: int) -> None:
     rng = random.Random(seed)
+    layout = Layout("/etc/postfix/map", tables)
     plan = Plan()
-    text = render_map(plan)
+    texts = render_tables(plan, layout)
     for _ in range(40):
         after = step(plan, rng)
         changed = [lid for lid, lin in after.lineages.items() if plan.lineages.get(lid) != lin]
 
-        text = edit_map(text, *entry_changes(plan, after, changed))
+        for index, (written, removed) in table_edits(plan, after, changed, layout).items():
+            texts[index] = edit_source(texts[index], written, removed)
 
-        whole = render_map(after)
-        assert text.splitlines()[0] == whole.splitlines()[0]  # the header stays first
-        assert sorted(text.splitlines()) == sorted(whole.splitlines())
+        whole = render_tables(after, layout)
+        for index in range(tables):
+            assert texts[index].splitlines()[0] == whole[index].splitlines()[0]  # the header stays first
+            assert sorted(texts[index].splitlines()) == sorted(whole[index].splitlines())
         plan = after
+
+
+def test_a_lineage_keeps_its_entries_in_one_table_and_the_split_covers_every_name() -> None:
+    rng = random.Random(3)
+    plan = Plan()
+    for index in range(8):
+        plan = plan.with_lineage(lineage(index, rng))
+    layout = Layout("/etc/postfix/map", 4)
+    texts = render_tables(plan, layout)
+    keys = [line.split()[0] for text in texts.values() for line in text.splitlines()[1:]]
+    assert sorted(keys) == sorted(name.lstrip("*") for name in plan.names())
+    for lin in plan.lineages.values():  # the entries it is the primary of are in one table
+        holding = {
+            i for i, text in texts.items() for line in text.splitlines() if line.split()[1] == lin.files.key
+        }
+        assert len(holding) <= 1
+    assert layout.sources() == [f"/etc/postfix/map.{i}" for i in range(4)]
+    assert Layout("/etc/postfix/map", 16).sources()[3] == "/etc/postfix/map.03"
+    assert Layout("/etc/postfix/map").sources() == ["/etc/postfix/map"]

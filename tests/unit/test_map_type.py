@@ -160,6 +160,6 @@ def test_a_type_this_postfix_builds_is_used(
     main_cf = {k: v.format(map=tmp_path / "pf" / "tls_server_sni_maps") for k, v in main_cf.items()}
     postfix = fake_postfix(types, map_type, main_cf=main_cf)
     assert postfix.map_type() == expected
-    assert postfix.table_path.endswith(
+    assert postfix.table_of(postfix.settings.postfix_map).endswith(
         {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}[expected]
     )

@@ -1,0 +1,144 @@
+"""How the Postfix SNI map is split into tables on a large host.
+
+``postmap -F`` embeds every key and chain in the table, about 4 KB per name: 40 MB at 10,000
+names. A deployment copies the live table, edits the copy and swaps it in (the candidate), so
+one table would make every deployment copy 40 MB. Past ``SPLIT_AT`` names the map is split into
+a power of two of tables, each holding the entries of the lineages whose id hashes to it, and a
+deployment copies and edits only the tables its entries are in.
+
+``tls_server_sni_maps`` then lists every table. smtpd looks a name up in each table in turn
+before it tries the parent domain (``tls_server.c``: ``maps_file_find`` over all maps, then the
+next label), and a name is in one table only, so the split changes nothing a client gets.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Set, Tuple
+
+from .constants import HEADER
+from .model import Plan, Serving
+from .names import is_wildcard
+
+#: Names per table the split aims at, and the size up to which the map stays one table.
+NAMES_PER_TABLE = 512
+SPLIT_AT = 2 * NAMES_PER_TABLE
+
+#: The edits of one table: keys to write with what they serve, and keys to delete.
+Edits = Tuple[Dict[str, Serving], List[str]]
+
+
+def map_key(name: str) -> str:
+    """Postfix matches a parent domain written with a leading dot: ``*.a.test`` -> ``.a.test``."""
+    return name[1:] if is_wildcard(name) else name
+
+
+def entry_value(serving: Serving, separator: str = " ") -> str:
+    """The files one name serves, each key before its chain as Postfix requires: one pair, or an
+    ECDSA and an RSA pair that smtpd loads together and picks from by the client's signature
+    algorithms (as smtpd_tls_chain_files; FACTS §2)."""
+    return separator.join(f"{files.key}{separator}{files.fullchain}" for files in serving)
+
+
+def tables_for(names: int, current: int = 1, given: int = 0) -> int:
+    """How many tables the map should have: ``given`` if set, else one up to SPLIT_AT names, else
+    the power of two that puts about NAMES_PER_TABLE names in each; never fewer than ``current``
+    (a split costs a full rebuild, so a shrinking host keeps its tables)."""
+    if given:
+        return given
+    wanted = 1
+    if names > SPLIT_AT:
+        while wanted * NAMES_PER_TABLE < names:
+            wanted *= 2
+    return max(wanted, current)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the map's tables are: the ``--postfix-map`` path itself for one table, else
+    ``<path>.00``, ``<path>.01``, ... (the source of each; postmap puts its table beside it)."""
+
+    base: str
+    count: int = 1
+
+    def sources(self) -> List[str]:
+        if self.count == 1:
+            return [self.base]
+        width = len(str(self.count - 1))
+        return [f"{self.base}.{index:0{width}d}" for index in range(self.count)]
+
+    def index_of(self, serving: Serving) -> int:
+        """The table an entry is in: that of its primary lineage (a lineage's entries stay
+        together, so a renewal edits one table)."""
+        if self.count == 1:
+            return 0
+        return zlib.crc32(serving[0].lineage_id.encode()) % self.count
+
+
+def render_tables(plan: Plan, layout: Layout, only: Sequence[int] = ()) -> Dict[int, str]:
+    """The source text of each table (of those in ``only``, if given): ``name key-file
+    fullchain-file [key-file fullchain-file]`` per line, exact names first, each group sorted."""
+    wanted = set(only) if only else set(range(layout.count))
+    lines: Dict[int, List[str]] = {index: [f"# {HEADER}"] for index in wanted}
+    for name, serving in plan.served():
+        index = layout.index_of(serving)
+        if index in wanted:
+            lines[index].append(f"{map_key(name)} {entry_value(serving)}")
+    return {index: "\n".join(text) + "\n" for index, text in lines.items()}
+
+
+def table_edits(before: Plan, after: Plan, changed: Sequence[str], layout: Layout) -> Dict[int, Edits]:
+    """The edits that turn the tables of ``before`` into those of ``after`` (both in ``layout``),
+    by table: entries to write (new, re-pointed, moved to another table, or served by a lineage
+    in ``changed``, whose files' content changed: either of a dual entry's) and keys to delete.
+
+    Only the names of lineages that differ between the plans can have a different entry, so only
+    those are looked at: one lineage on a host of 10,000 costs a pass over the lineage ids.
+    """
+    renewed = set(changed)
+    touched: Set[str] = set()
+    for lid, lineage in after.lineages.items():
+        old = before.lineages.get(lid)
+        if lid in renewed or (old is not lineage and old != lineage):
+            touched.update(lineage.names)
+            touched.update(old.names if old is not None else ())
+    for lid in before.lineages.keys() - after.lineages.keys():
+        touched.update(before.lineages[lid].names)
+    edits: Dict[int, Edits] = {}
+    for name in sorted(touched, key=lambda n: (is_wildcard(n), n)):
+        new, old_serving = after.served_of(name), before.served_of(name)
+        key = map_key(name)
+        into = layout.index_of(new) if new else None
+        was = layout.index_of(old_serving) if old_serving else None
+        if was is not None and was != into:
+            edits.setdefault(was, ({}, []))[1].append(key)
+        if into is not None and (
+            new != old_serving or was != into or any(files.lineage_id in renewed for files in new)
+        ):
+            edits.setdefault(into, ({}, []))[0][key] = new
+    return edits
+
+
+#: More entries changing in one table than this (a bulk import batch) renders its whole source
+#: rather than editing the live one entry by entry.
+EDIT_MAX = 256
+
+
+def edit_source(text: str, written: Dict[str, Serving], removed: Sequence[str]) -> str:
+    """The table source ``text`` with the ``removed`` keys' lines cut, the ``written`` keys' lines
+    replaced where they are, and new keys added at the end (postmap does not care about order):
+    a few searches of the text instead of rendering every entry."""
+    for key in removed:
+        at = text.find(f"\n{key} ") + 1
+        if at > 0:
+            text = text[:at] + text[text.index("\n", at) + 1 :]
+    added = []
+    for key, serving in written.items():
+        line = f"{key} {entry_value(serving)}\n"
+        at = text.find(f"\n{key} ") + 1
+        if at > 0:
+            text = text[:at] + line + text[text.index("\n", at) + 1 :]
+        else:
+            added.append(line)
+    return text + "".join(added)
