@@ -300,8 +300,11 @@ def parse_size_mb(text: str) -> Optional[int]:
 
 
 def own_limit_mb(text: Optional[bytes]) -> Optional[int]:
-    """The ``vsz_limit`` a drop-in written by this package sets, if any."""
-    match = re.search(rb"^\s*vsz_limit = (\d+)M$", text or b"", re.MULTILINE)
+    """The ``vsz_limit`` a drop-in written by this package sets, if any (in its head, before the
+    blocks: only that part is searched, not 10,000 blocks)."""
+    head = text or b""
+    blocks = head.find(b'\nlocal_name "')
+    match = re.search(rb"^\s*vsz_limit = (\d+)M$", head[:blocks] if blocks >= 0 else head, re.MULTILINE)
     return int(match.group(1)) if match else None
 
 

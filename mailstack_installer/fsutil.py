@@ -19,6 +19,16 @@ def text_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def identity(path: str) -> str:
+    """Which file is at ``path`` (inode, size, mtime; "" if none), which a rename keeps: recorded
+    for a file this package swapped in, it tells whether anyone replaced the file since."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return ""
+    return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+
+
 def fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

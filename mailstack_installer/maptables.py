@@ -91,20 +91,18 @@ def render_tables(plan: Plan, layout: Layout, only: Sequence[int] = ()) -> Dict[
 def table_edits(before: Plan, after: Plan, changed: Sequence[str], layout: Layout) -> Dict[int, Edits]:
     """The edits that turn the tables of ``before`` into those of ``after`` (both in ``layout``),
     by table: entries to write (new, re-pointed, moved to another table, or served by a lineage
-    in ``changed``, whose files' content changed: either of a dual entry's) and keys to delete.
+    in ``changed``: every lineage of ``after`` that differs from ``before``'s, whose files' content
+    may have changed, either of a dual entry's) and keys to delete.
 
     Only the names of lineages that differ between the plans can have a different entry, so only
-    those are looked at: one lineage on a host of 10,000 costs a pass over the lineage ids.
+    those are looked at: one lineage on a host of 10,000 costs a few lookups.
     """
     renewed = set(changed)
     touched: Set[str] = set()
-    for lid, lineage in after.lineages.items():
-        old = before.lineages.get(lid)
-        if lid in renewed or (old is not lineage and old != lineage):
-            touched.update(lineage.names)
-            touched.update(old.names if old is not None else ())
-    for lid in before.lineages.keys() - after.lineages.keys():
-        touched.update(before.lineages[lid].names)
+    for lid in renewed | (before.lineages.keys() - after.lineages.keys()):
+        for plan in (before, after):
+            lineage = plan.lineages.get(lid)
+            touched.update(lineage.names if lineage is not None else ())
     edits: Dict[int, Edits] = {}
     for name in sorted(touched, key=lambda n: (is_wildcard(n), n)):
         new, old_serving = after.served_of(name), before.served_of(name)

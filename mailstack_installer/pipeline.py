@@ -26,7 +26,7 @@ from .names import normalize_name, probe_name
 from .postfix import Candidate, Postfix, chain_value, same_chain
 from .previous import Previous
 from .settings import Settings, merge_options, resolve
-from .state import State, StateStore
+from .state import Staged, State, StateStore
 from .verify import lineage_leaf
 
 logger = logging.getLogger(__name__)
@@ -224,9 +224,10 @@ class Pipeline:
             if dropped:
                 self._warn(outcome, f"{', '.join(dropped)} no longer in {known.files.fullchain}: unmapped")
             lineage = Lineage(known.files, names, checked.digest, checked.key_type)
-            plan = state.plan.without([lineage_id])
             if names:
                 plan = _typed(state.plan, [lineage]).with_lineage(lineage)
+            else:
+                plan = state.plan.without([lineage_id])
             plan = self._prune(plan, {lineage_id}, outcome)
             changed = checked.digest != known.digest
             self._apply(state, settings, options, plan, changed, None, outcome)
@@ -334,8 +335,8 @@ class Pipeline:
         if not self.previous.exists():
             self._warn(outcome, "no previous configuration was kept to go back to")
             return
-        data = self.previous.restore(settings)
-        restored = State.from_json(data.decode(), self.store.path) if data else State(options=state.options)
+        kept_state = self.previous.restore(settings, self.store.files())
+        restored = self.store.load() if kept_state else State(options=state.options)
         restored.pending_reload, restored.unconfirmed = set(settings.services), set()
         self.store.save(restored)
         self.previous.drop()
@@ -406,7 +407,7 @@ class Pipeline:
 
     def _touched_files(self, settings: Settings, layouts: Sequence[Layout]) -> Set[str]:
         postfix, dovecot = self.daemons(settings)
-        files = {self.store.path}
+        files = set(self.store.files())
         if postfix is not None:
             files |= {source for layout in layouts for source in layout.sources()} | {postfix.main_cf}
         if dovecot is not None:
@@ -429,7 +430,7 @@ class Pipeline:
             settings.postfix_map,
             tables_for(plan.name_count(), state.postfix_tables, settings.postfix_map_tables),
         )
-        for path in (*layout.sources(), settings.dovecot_config, self.store.path):
+        for path in (*layout.sources(), settings.dovecot_config, *self.store.files()):
             fsutil.remove_stale_temps(path)
         for fixed in postfix.secure_live_files(layout) if postfix is not None else []:
             self._warn(outcome, f"private key material was exposed: {fixed}")
@@ -477,7 +478,7 @@ class Pipeline:
         )
         previous_dropin = dovecot.current() if dovecot is not None else None
         swapped_dropin = swapped_chain = False
-        staged_state: Optional[str] = None
+        staged_state: Optional[Staged] = None
         saved_previous = False
         try:
             if dovecot is not None and write_dropin:
@@ -487,7 +488,7 @@ class Pipeline:
                 existing = {f for f in touched if os.path.exists(f)}
                 checkpoint(existing, touched - existing)
             if not self.previous.exists():  # else it holds the last configuration confirmed served
-                self.previous.save(settings, self.store.path, before_layout.sources())
+                self.previous.save(settings, self.store.files(), before_layout.sources())
                 saved_previous = True
             new_state = State(
                 options,
@@ -650,15 +651,12 @@ def _typed(plan: Plan, incoming: Sequence[Lineage]) -> Plan:
     """``plan`` with the key type filled in for each lineage of unknown type ("": a state file from
     before types were kept) that shares a name with ``incoming``: whether an incoming lineage takes
     a name or serves it beside the other depends on it. Only those few key files are read, not the
-    thousands an old state may list."""
-    wanted = {name for lineage in incoming for name in lineage.names}
+    thousands an old state may list, and they are found by name."""
     ids = {lineage.id for lineage in incoming}
-    found = [
-        lin._replace(key_type=key_type_of_file(lin.files.key))
-        for lid, lin in plan.lineages.items()
-        if not lin.key_type and lid not in ids and not wanted.isdisjoint(lin.names)
-    ]
-    typed = [lin for lin in found if lin.key_type]
+    sharing = {lin for lineage in incoming for name in lineage.names for lin in plan.serving_of(name)}
+    unknown = [lin for lin in sharing if not lin.key_type and lin.id not in ids]
+    typed = [lin._replace(key_type=key_type_of_file(lin.files.key)) for lin in unknown]
+    typed = [lin for lin in typed if lin.key_type]
     return Plan({**plan.lineages, **{lin.id: lin for lin in typed}}) if typed else plan
 
 

@@ -191,13 +191,9 @@ class Postfix:
 
     @staticmethod
     def stamp(table: str) -> str:
-        """Identity of a table file (inode, size, mtime), which a rename keeps: recorded for each
-        table swapped in, so one that anyone rebuilt or restored since is rebuilt, not patched."""
-        try:
-            info = os.stat(table)
-        except FileNotFoundError:
-            return ""
-        return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+        """Identity of a table file (fsutil.identity): recorded for each table swapped in, so one
+        that anyone rebuilt or restored since is rebuilt, not patched."""
+        return fsutil.identity(table)
 
     def tables_to_build(
         self,

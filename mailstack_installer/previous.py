@@ -24,6 +24,11 @@ def _map_labels(sources: Sequence[str]) -> List[Tuple[str, str]]:
     return [("map" if index == 0 else f"map.{index}", source) for index, source in enumerate(sources)]
 
 
+def _state_labels(files: Sequence[str]) -> List[Tuple[str, str]]:
+    """(label, live path) of the state's snapshot ("state", as before it had a journal) and journal."""
+    return [("state" if index == 0 else f"state.{index}", path) for index, path in enumerate(files)]
+
+
 class Previous:
     def __init__(self, state_dir: str) -> None:
         self.directory = os.path.join(state_dir, "previous")
@@ -32,9 +37,9 @@ class Previous:
     def exists(self) -> bool:
         return os.path.exists(self.meta)
 
-    def save(self, settings: Settings, state_path: str, map_sources: Sequence[str]) -> None:
-        """Copy what is live now: the map's sources (one per table), drop-in, state, and the
-        tls_server_sni_maps and smtpd_tls_chain_files values."""
+    def save(self, settings: Settings, state_files: Sequence[str], map_sources: Sequence[str]) -> None:
+        """Copy what is live now: the map's sources (one per table), drop-in, state (snapshot and
+        journal), and the tls_server_sni_maps and smtpd_tls_chain_files values."""
         self.drop()
         try:
             os.makedirs(self.directory, mode=0o700)
@@ -44,7 +49,7 @@ class Previous:
         for label, path in (
             *_map_labels(map_sources),
             ("dropin", settings.dovecot_config),
-            ("state", state_path),
+            *_state_labels(state_files),
         ):
             kept = fsutil.snapshot(path, os.path.join(self.directory, label))
             files[label] = path if kept else None
@@ -61,10 +66,9 @@ class Previous:
         }
         fsutil.atomic_write(self.meta, json.dumps(meta).encode(), mode=0o600)
 
-    def restore(self, settings: Settings) -> Optional[bytes]:
-        """Put the map (recompiled), the drop-in, tls_server_sni_maps and smtpd_tls_chain_files
-        back; return the saved state file's bytes (None if there was no state) for the caller to
-        write."""
+    def restore(self, settings: Settings, state_files: Sequence[str]) -> bool:
+        """Put the map (recompiled), the drop-in, the state, tls_server_sni_maps and
+        smtpd_tls_chain_files back; return whether there was a state (the caller loads it)."""
         try:
             with open(self.meta, encoding="utf-8") as handle:
                 meta = json.load(handle)
@@ -75,6 +79,7 @@ class Previous:
                 f"cannot restore the previous configuration from {self.meta}: {exc}"
             ) from None
         targets = [(label, path, 0o600) for label, path in _map_labels(map_sources)]
+        targets += [(label, path, 0o600) for label, path in _state_labels(state_files)]
         for label, target, mode in (*targets, ("dropin", settings.dovecot_config, 0o644)):
             saved = fsutil.read_or_none(os.path.join(self.directory, label))
             if files.get(label) is None or saved is None:
@@ -96,7 +101,7 @@ class Previous:
             chain = meta.get(DEFAULT_CHAIN)  # absent in a copy saved before the default was managed
             if chain is not None and not same_chain(str(chain), postfix.default_chain()):
                 postfix.set_default_chain(str(chain))
-        return fsutil.read_or_none(os.path.join(self.directory, "state")) if files.get("state") else None
+        return files.get("state") is not None
 
     def drop(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

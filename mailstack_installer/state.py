@@ -14,7 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from . import fsutil
 from .constants import STATE_DIRNAME
@@ -48,15 +48,31 @@ class State:
     #: file still has it, the entries that change are edited into it instead of rendering them all.
     postfix_sources: List[str] = field(default_factory=list)
 
-    def to_json(self) -> str:
-        # Each lineage is one row, [key, fullchain, digest, key_type, name...], in plan order:
-        # a list encodes and decodes in a third of the time of a keyed object, which at 10,000
-        # lineages is tens of milliseconds on every run. The lineage id is the fullchain's directory.
-        lineages = [
-            [lin.files.key, lin.files.fullchain, lin.digest, lin.key_type, *lin.names]
-            for lin in self.plan.lineages.values()
+    def to_json(self, generation: int = 0) -> str:
+        """The whole state: a snapshot (see StateStore) of ``generation``."""
+        doc = self._fields()
+        doc["generation"] = generation
+        doc["lineages"] = _rows(self.plan.lineages.values())
+        return _dumps(doc)
+
+    def journal_json(self, generation: int, snapshot: Plan) -> Optional[str]:
+        """This state as a journal over the snapshot of ``generation`` holding ``snapshot``: every
+        field but the lineages, then the lineages that differ from the snapshot's and the ids of
+        those it has no more; None when too many differ (write a snapshot instead)."""
+        changed = [
+            lin
+            for lid, lin in self.plan.lineages.items()
+            if snapshot.lineages.get(lid) is not lin and snapshot.lineages.get(lid) != lin
         ]
-        doc = {
+        dropped = sorted(snapshot.lineages.keys() - self.plan.lineages.keys())
+        if len(changed) + len(dropped) > JOURNAL_MAX:
+            return None
+        doc = self._fields()
+        doc.update(journal_of=generation, lineages=_rows(changed), dropped=dropped)
+        return _dumps(doc)
+
+    def _fields(self) -> Dict[str, Any]:
+        return {
             "version": STATE_VERSION,
             "options": self.options,
             "pending_reload": sorted(self.pending_reload),
@@ -66,22 +82,25 @@ class State:
             "default_chain_before": self.default_chain_before,
             "dovecot_dropin": self.dovecot_dropin,
             "postfix_sources": self.postfix_sources,
-            "lineages": lineages,
         }
-        # Compact: only the C encoder is fast enough for 10,000 lineages (indent= falls back to the
-        # Python one); ``python3 -m json.tool`` shows it indented.
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: str) -> State:
+        return cls.from_doc(_loads(text, where), where)
+
+    @classmethod
+    def from_doc(
+        cls, doc: Dict[str, Any], where: str, lineages: Optional[Dict[str, Lineage]] = None
+    ) -> State:
+        """The state a parsed snapshot holds; or, given ``lineages`` (a snapshot's with a journal's
+        rows applied), the one a parsed journal holds."""
         try:
-            doc: Dict[str, Any] = json.loads(text)
             version = doc.get("version")
-            if version == STATE_VERSION:
+            if lineages is None and version == STATE_VERSION:
                 lineages = _lineages_from_rows(doc["lineages"])
-            elif version == 1:  # written by 0.1 before rows: an object per lineage id
+            elif lineages is None and version == 1:  # written by 0.1: an object per lineage id
                 lineages = _lineages_from_objects(doc["lineages"])
-            else:
+            elif lineages is None:
                 raise ValueError(f"unknown version {version!r}")
             return cls(
                 options={str(k): str(v) for k, v in doc.get("options", {}).items()},
@@ -96,10 +115,37 @@ class State:
                 postfix_sources=[str(s) for s in doc.get("postfix_sources", [])],
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise MisconfiguredError(
-                f"state file {where} is damaged ({exc}): restore it from backup or remove it "
-                "and deploy the lineages again"
-            ) from None
+            raise _damaged(where, exc) from None
+
+
+def _damaged(where: str, exc: Exception) -> MisconfiguredError:
+    return MisconfiguredError(
+        f"state file {where} is damaged ({exc}): restore it from backup or remove it "
+        "and deploy the lineages again"
+    )
+
+
+def _loads(text: str, where: str) -> Dict[str, Any]:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise _damaged(where, exc) from None
+    if not isinstance(doc, dict):
+        raise _damaged(where, ValueError("not a JSON object"))
+    return doc
+
+
+def _rows(lineages: Iterable[Lineage]) -> List[List[str]]:
+    # Each lineage is one row, [key, fullchain, digest, key_type, name...], in plan order: a list
+    # encodes and decodes in a third of the time of a keyed object, which at 10,000 lineages is
+    # tens of milliseconds. The lineage id is the fullchain's directory.
+    return [[lin.files.key, lin.files.fullchain, lin.digest, lin.key_type, *lin.names] for lin in lineages]
+
+
+def _dumps(doc: Dict[str, Any]) -> str:
+    # Compact: only the C encoder is fast enough for 10,000 lineages (indent= falls back to the
+    # Python one); ``python3 -m json.tool`` shows it indented.
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n"
 
 
 def _lineages_from_rows(rows: List[Any]) -> Dict[str, Lineage]:
@@ -138,40 +184,97 @@ def _optional_str(value: Any) -> Optional[str]:
     return None if value is None else str(value)
 
 
+#: A journal holds at most this many lineages; a save that changes more writes a snapshot.
+JOURNAL_MAX = 256
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A save written beside the live files, waiting for commit: (temp file, file it replaces)
+    pairs in the order to rename them, and the snapshot it makes (None for a journal)."""
+
+    renames: Tuple[Tuple[str, str], ...]
+    snapshot: Optional[Tuple[int, Plan]] = None
+
+
 class StateStore:
-    """Loads, saves and locks the state of one certbot config dir."""
+    """Loads, saves and locks the state of one certbot config dir.
+
+    The state is a snapshot (``state.json``: every lineage) and a journal beside it
+    (``state.journal``: the lineages changed since, and every other field). A save that changes
+    a few lineages rewrites the small journal, not 10,000 lineages; one that changes many writes a
+    new snapshot, and the journal of the old one is then ignored (it names the snapshot's
+    generation) and removed. Both are replaced by rename, so a crash leaves one or the other.
+    """
 
     def __init__(self, config_dir: str) -> None:
         self.directory = os.path.join(config_dir, STATE_DIRNAME)
         self.path = os.path.join(self.directory, "state.json")
+        self.journal = os.path.join(self.directory, "state.journal")
         self.lock_path = os.path.join(self.directory, "lock")
+        #: The snapshot on disk as last read or written: its identity (Postfix.stamp-like),
+        #: generation and plan. A journal is written over it only while the file is still it.
+        self._snapshot: Optional[Tuple[str, int, Plan]] = None
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
 
+    def files(self) -> List[str]:
+        return [self.path, self.journal]
+
     def load(self) -> State:
         try:
             data = fsutil.read_or_none(self.path)
+            journal = fsutil.read_or_none(self.journal) if data is not None else None
         except OSError as exc:
             raise MisconfiguredError(f"cannot read state file {self.path}: {exc.strerror}") from None
+        self._snapshot = None
         if data is None:
             return State()
-        return State.from_json(data.decode("utf-8", "replace"), self.path)
+        doc = _loads(data.decode("utf-8", "replace"), self.path)
+        state = State.from_doc(doc, self.path)
+        generation = doc.get("generation", 0)
+        self._snapshot = (fsutil.identity(self.path), generation, state.plan)
+        if journal is None:
+            return state
+        entry = _loads(journal.decode("utf-8", "replace"), self.journal)
+        if entry.get("journal_of") != generation:
+            return state  # the journal of an older snapshot (a crash before its removal)
+        try:
+            lineages = dict(state.plan.lineages)
+            lineages.update(_lineages_from_rows(entry["lineages"]))
+            for lid in entry["dropped"]:
+                lineages.pop(str(lid), None)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _damaged(self.journal, exc) from None
+        return State.from_doc(entry, self.journal, lineages)
 
     def save(self, state: State) -> None:
         self.commit(self.stage(state))
 
-    def stage(self, state: State) -> str:
-        """Write ``state`` to a temp file beside the live one: proves the directory is writable
-        (and the disk not full) before any daemon file is swapped. Returns the temp path."""
+    def stage(self, state: State) -> Staged:
+        """Write ``state`` to temp files beside the live ones: proves the directory is writable
+        (and the disk not full) before any daemon file is swapped."""
         self._ensure_dir()
-        return fsutil.write_temp(self.path, state.to_json().encode(), mode=0o600)
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot[0] == fsutil.identity(self.path):
+            text = state.journal_json(snapshot[1], snapshot[2])
+            if text is not None:
+                return Staged(((fsutil.write_temp(self.journal, text.encode(), mode=0o600), self.journal),))
+        generation = snapshot[1] + 1 if snapshot is not None else 1
+        temp = fsutil.write_temp(self.path, state.to_json(generation).encode(), mode=0o600)
+        return Staged(((temp, self.path),), (generation, state.plan))
 
-    def commit(self, staged: str) -> None:
-        fsutil.replace(staged, self.path)
+    def commit(self, staged: Staged) -> None:
+        for temp, path in staged.renames:
+            fsutil.replace(temp, path)
+        if staged.snapshot is not None:
+            fsutil.remove_quietly(self.journal)  # of the old snapshot: ignored from now on
+            self._snapshot = (fsutil.identity(self.path), *staged.snapshot)
 
-    def discard(self, staged: str) -> None:
-        fsutil.remove_quietly(staged)
+    def discard(self, staged: Staged) -> None:
+        for temp, _ in staged.renames:
+            fsutil.remove_quietly(temp)
 
     def _ensure_dir(self) -> None:
         try:

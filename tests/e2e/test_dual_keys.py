@@ -115,8 +115,9 @@ def test_rsa_and_ecdsa_lineages_for_the_same_names_each_serve_the_clients_of_the
     mailstack(certbot, stack, "remove", "--cert-name", "a-rsa")
     map_source = (stack.postfix.config_dir / "tls_server_sni_maps").read_text()
     assert f"\na.test {live_ec}/privkey.pem {live_ec}/fullchain.pem\n" in map_source
-    assert "rsa-only" not in map_source and "ssl_alt" not in (
-        stack.dovecot.config_dir / "conf.d" / "99-mailstack-sni.conf"
-    ).read_text()
+    assert (
+        "rsa-only" not in map_source
+        and "ssl_alt" not in (stack.dovecot.config_dir / "conf.d" / "99-mailstack-sni.conf").read_text()
+    )
     assert openssl_served(stack, "a.test", "ec") == dict.fromkeys(stack.ports, ec)
     assert stack.served("a.test") == dict.fromkeys(stack.ports, ec)

@@ -66,11 +66,11 @@ def leaf(certbot: Certbot, lineage: str) -> str:
 
 
 def tables(stack: Stack) -> Dict[str, int]:
-    """Compiled map files beside the source (lock files aside), with their permission bits."""
+    """Compiled map files beside the sources (lock files aside), with their permission bits."""
     return {
         path.name: stat.S_IMODE(path.stat().st_mode)
         for path in stack.postfix.config_dir.iterdir()
-        if path.name.startswith(f"{MAP}.") and not path.name.endswith("-lock")
+        if path.name.startswith(f"{MAP}.") and path.name.endswith(tuple(MAP_SUFFIXES.values()))
     }
 
 

@@ -20,7 +20,7 @@ import pytest
 from mailstack_installer import dovecot as dovecot_module
 from mailstack_installer.dovecot import Dovecot, render_dropin, text_digest
 from mailstack_installer.maptables import Layout, edit_source, render_tables, table_edits
-from mailstack_installer.model import CertFiles, Lineage, Plan
+from mailstack_installer.model import CertFiles, Lineage, Plan, slots
 from mailstack_installer.pipeline import default_serving
 from mailstack_installer.settings import resolve
 
@@ -151,3 +151,38 @@ def test_a_lineage_keeps_its_entries_in_one_table_and_the_split_covers_every_nam
     assert layout.sources() == [f"/etc/postfix/map.{i}" for i in range(4)]
     assert Layout("/etc/postfix/map", 16).sources()[3] == "/etc/postfix/map.03"
     assert Layout("/etc/postfix/map").sources() == ["/etc/postfix/map"]
+
+
+def with_lineages_by_looking_at_every_lineage(plan: Plan, incoming: List[Lineage]) -> Plan:
+    """The plain rule, for reference: of the incoming lineages, the later claim of a (name, key
+    type slot) wins; every other lineage loses the names an incoming one kept for one of its
+    slots. Every lineage is looked at."""
+    claims = {(name, slot): lin.id for lin in incoming for name in lin.names for slot in slots(lin.key_type)}
+    kept = {
+        lin.id: tuple(n for n in lin.names if all(claims[(n, s)] == lin.id for s in slots(lin.key_type)))
+        for lin in incoming
+    }
+    taken = {(name, slot) for lin in incoming for name in kept[lin.id] for slot in slots(lin.key_type)}
+    result = {}
+    for lid, lin in plan.lineages.items():
+        if lid not in kept:
+            names = tuple(n for n in lin.names if not any((n, s) in taken for s in slots(lin.key_type)))
+            if names:
+                result[lid] = lin._replace(names=names)
+    result.update({lin.id: lin._replace(names=kept[lin.id]) for lin in incoming if kept[lin.id]})
+    return Plan(result)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_with_lineages_takes_names_as_the_plain_rule_says(seed: int) -> None:
+    rng = random.Random(seed)
+    plan = Plan()
+    for _ in range(30):
+        incoming = list(
+            {
+                lin.id: lin for lin in (lineage(rng.randrange(8), rng) for _ in range(rng.randint(1, 3)))
+            }.values()
+        )
+        expected = with_lineages_by_looking_at_every_lineage(plan, incoming)
+        plan = plan.with_lineages(incoming)
+        assert plan == expected

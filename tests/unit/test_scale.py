@@ -94,7 +94,7 @@ def test_dovecot_24_has_no_config_limit_block() -> None:
 
 def test_limit_block_comes_before_the_local_name_blocks() -> None:
     text = dovecot.render_dropin(big_plan(2), "2.3", 1024)
-    assert text.index("vsz_limit = 1024M") < text.index("local_name \"")
+    assert text.index("vsz_limit = 1024M") < text.index('local_name "')
 
 
 def test_progress_bar_is_silent_off_a_terminal() -> None:
