@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import hashlib
 import os
 import tempfile
-from typing import Optional
+from typing import Dict, Optional, Sequence, Set
 
 from .constants import HEADER
 from .errors import MisconfiguredError
@@ -160,9 +159,22 @@ def check_owned(path: str, option: str) -> None:
         )
 
 
-def remove_stale_temps(path: str) -> None:
-    """Remove temp files a killed run left beside ``path`` (callers hold the state lock, so no
-    live run owns them); map candidates hold private keys and must not linger."""
-    directory, base = os.path.split(path)
-    for stale in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(base)}.*.mailstack-tmp*")):
-        remove_quietly(stale)
+def remove_stale_temps(paths: Sequence[str]) -> None:
+    """Remove temp files a killed run left beside ``paths`` (callers hold the state lock, so no
+    live run owns them); map candidates hold private keys and must not linger. One listing per
+    directory, however many files (a split map has tens of tables)."""
+    by_directory: Dict[str, Set[str]] = {}
+    for path in paths:
+        directory, base = os.path.split(path)
+        by_directory.setdefault(directory or ".", set()).add(base)
+    for directory, bases in by_directory.items():
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            continue
+        for entry in entries:
+            if ".mailstack-tmp" in entry and entry.startswith("."):
+                # ".<base>.<random>.mailstack-tmp[.db]" (write_temp, and a table postmap built from it)
+                base = entry[1:].rpartition(".mailstack-tmp")[0].rpartition(".")[0]
+                if base in bases:
+                    remove_quietly(os.path.join(directory, entry))

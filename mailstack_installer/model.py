@@ -184,7 +184,34 @@ class Plan:
             elif len(names) < len(lineage.names):
                 result[lid] = lineage._replace(names=tuple(names))  # keeps its place in the plan
         result.update(kept)
-        return Plan(result)
+        plan = Plan(result)
+        changed = incoming.keys() | losing
+        plan._index_from(
+            self, changed, {n for lid in changed for p in (self, plan) for n in p._names_of(lid)}
+        )
+        return plan
+
+    def _names_of(self, lineage_id: str) -> Tuple[str, ...]:
+        lineage = self.lineages.get(lineage_id)
+        return lineage.names if lineage is not None else ()
+
+    def _index_from(self, before: Plan, changed: Set[str], names: Set[str]) -> None:
+        """Give this plan the name index of ``before`` (if it has one built), where only the
+        lineages ``changed`` differ and ``names`` are all their names, old and new: those names are
+        looked up again among the lineages that served them and the changed ones, instead of
+        indexing 10,000 lineages again."""
+        if "_by_name" not in before.__dict__:
+            return
+        index = dict(before._by_name)  # the lists are shared: those that change are replaced
+        candidates = changed.union(lin.id for name in names for lin in index.pop(name, ()))
+        for lid in sorted(candidates):
+            lineage = self.lineages.get(lid)
+            if lineage is None:
+                continue
+            for name in lineage.names:
+                if name in names:
+                    index.setdefault(name, []).append(lineage)
+        self.__dict__["_by_name"] = index
 
     def without(self, lineage_ids: Iterable[str]) -> Plan:
         drop = set(lineage_ids)

@@ -191,14 +191,19 @@ class Pipeline:
                 except MailstackError as exc:
                     result.failed.append((lineage_dir, str(exc)))
                 report("checking", done, len(lineage_dirs))
+            # The map's tables for the size the import ends at, from the first batch on: else the
+            # map is split again (a full rebuild) each time it doubles on the way.
+            expected = state.plan.name_count() + sum(len(request.names) for request, _ in pairs)
             for start in range(0, len(pairs), self.IMPORT_BATCH):
                 batch = pairs[start : start + self.IMPORT_BATCH]
                 try:
-                    self._deploy_checked(state, settings, options, batch, None, result.outcome)
+                    self._deploy_checked(state, settings, options, batch, None, result.outcome, expected)
                 except MailstackError:  # find the lineage at fault: apply the batch one by one
                     for pair in batch:
                         try:
-                            self._deploy_checked(state, settings, options, [pair], None, result.outcome)
+                            self._deploy_checked(
+                                state, settings, options, [pair], None, result.outcome, expected
+                            )
                         except MailstackError as exc:
                             result.failed.append((os.path.dirname(pair[0].files.fullchain), str(exc)))
                 report("deploying", min(start + len(batch), len(pairs)), len(pairs))
@@ -368,6 +373,7 @@ class Pipeline:
         pairs: Sequence[Tuple[Request, CheckedFiles]],
         checkpoint: Optional[Checkpoint],
         outcome: Outcome,
+        expected_names: int = 0,
     ) -> None:
         lineages = [
             self._lineage(request, checked, state.plan.lineages.get(checked.files.lineage_id))
@@ -379,7 +385,7 @@ class Pipeline:
         )
         plan = _typed(state.plan, lineages).with_lineages(lineages)
         plan = self._prune(plan, {lin.id for lin in lineages}, outcome)
-        self._apply(state, settings, options, plan, content_changed, checkpoint, outcome)
+        self._apply(state, settings, options, plan, content_changed, checkpoint, outcome, expected_names)
 
     @staticmethod
     def _lineage(request: Request, checked: CheckedFiles, known: Optional[Lineage]) -> Lineage:
@@ -423,15 +429,19 @@ class Pipeline:
         content_changed: bool,
         checkpoint: Optional[Checkpoint],
         outcome: Outcome,
+        expected_names: int = 0,
     ) -> None:
+        """Render, validate and swap in ``plan`` (see the module docstring); ``expected_names``:
+        how many names the plan is about to grow to (a bulk import), for the map's layout."""
         postfix, dovecot = self.daemons(settings)
         before_layout = Layout(settings.postfix_map, state.postfix_tables)
         layout = Layout(
             settings.postfix_map,
-            tables_for(plan.name_count(), state.postfix_tables, settings.postfix_map_tables),
+            tables_for(
+                max(plan.name_count(), expected_names), state.postfix_tables, settings.postfix_map_tables
+            ),
         )
-        for path in (*layout.sources(), settings.dovecot_config, *self.store.files()):
-            fsutil.remove_stale_temps(path)
+        fsutil.remove_stale_temps([*layout.sources(), settings.dovecot_config, *self.store.files()])
         for fixed in postfix.secure_live_files(layout) if postfix is not None else []:
             self._warn(outcome, f"private key material was exposed: {fixed}")
         old = state.plan.lineages
@@ -617,27 +627,21 @@ class Pipeline:
 def _missing(plan: Plan, keep: Set[str]) -> Set[str]:
     """The lineages of ``plan`` (but those in ``keep``) whose full chain or key no longer exists.
 
-    certbot removes a whole ``live/<name>`` directory, so lineage directories are looked up in a
-    listing of their parent: 10,000 lineages cost one ``listdir`` and set operations, not 20,000
-    ``stat`` calls. A key kept outside its lineage directory, or a lineage under a parent that
-    cannot be listed, is looked up on its own.
+    certbot removes a whole ``live/<name>`` directory, so the directory the lineages share is
+    listed once and only those missing from the listing are looked up on their own: 10,000
+    lineages cost one ``listdir`` and set operations, not 20,000 ``stat`` calls. A key kept
+    outside its lineage directory is looked up on its own.
     """
     ids = plan.lineages.keys() - keep
-    listed: Set[str] = set()
-    unlisted: Set[str] = set()
-    for parent in {lid.rpartition("/")[0] for lid in ids}:  # paths are absolute (names.check_path)
-        try:
-            listed.update(f"{parent}/{entry}" for entry in os.listdir(parent))
-        except OSError:
-            unlisted.add(parent)
-    missing = ids - listed
-    if unlisted:
-        missing = {
-            lid
-            for lid in missing
-            if lid.rpartition("/")[0] not in unlisted
-            or not os.path.exists(plan.lineages[lid].files.fullchain)
-        }
+    if not ids:
+        return set()
+    shared = os.path.commonpath([min(ids), max(ids)])  # every id lies between them: theirs is all's
+    head = shared.rstrip("/") + "/"  # paths are absolute (names.check_path)
+    try:
+        listed = {head + entry for entry in os.listdir(head)}
+    except OSError:
+        listed = set()
+    missing = {lid for lid in ids - listed if not os.path.exists(plan.lineages[lid].files.fullchain)}
     apart = [
         (lid, lin.files.key)
         for lid, lin in plan.lineages.items()

@@ -159,8 +159,8 @@ def _lineages_from_rows(rows: List[Any]) -> Dict[str, Lineage]:
             raise ValueError(
                 f"lineage entry {str(row)[:80]} is not [key, fullchain, digest, key type, name...]"
             ) from None
-        lineage = Lineage(CertFiles(row[0], row[1]), tuple(row[4:]), row[2], row[3])
-        lineages[lineage.id] = lineage
+        files = CertFiles(row[0], row[1])
+        lineages[files.lineage_id] = Lineage(files, tuple(row[4:]), row[2], row[3])
     return lineages
 
 

@@ -125,3 +125,26 @@ def test_a_run_pauses_the_cyclic_collector_and_always_restores_it(tmp_path: Path
         assert not gc.isenabled()  # left off when the caller had turned it off
     finally:
         gc.enable()
+
+
+def test_stale_temps_of_the_given_files_are_removed_with_one_listing(tmp_path: Path) -> None:
+    left = [".map.k3x9q.mailstack-tmp", ".map.k3x9q.mailstack-tmp.db", ".map.03.a1b2.mailstack-tmp.lmdb-lock"]
+    kept = ["map", "map.03", ".other.a1b2.mailstack-tmp", ".map.bak", "notes.mailstack-tmp"]
+    for name in left + kept:
+        (tmp_path / name).write_text("x")
+
+    fsutil.remove_stale_temps([str(tmp_path / "map"), str(tmp_path / "map.03"), str(tmp_path / "gone" / "x")])
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_prune_finds_deleted_lineages_under_several_parents(tmp_path: Path) -> None:
+    kept = [lineage_in(tmp_path / "one" / "live", "a"), lineage_in(tmp_path / "two" / "live", "b")]
+    deleted = [lineage_in(tmp_path / "one" / "live", "c"), lineage_in(tmp_path / "two" / "live", "d")]
+    plan = Plan({lin.id: lin for lin in kept + deleted})
+    for lin in deleted:
+        shutil.rmtree(lin.id)
+
+    pruned = Pipeline(str(tmp_path))._prune(plan, set(), Outcome())
+
+    assert sorted(pruned.lineages) == sorted(lin.id for lin in kept)

@@ -174,7 +174,7 @@ def with_lineages_by_looking_at_every_lineage(plan: Plan, incoming: List[Lineage
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_with_lineages_takes_names_as_the_plain_rule_says(seed: int) -> None:
+def test_with_lineages_takes_names_as_the_plain_rule_says_and_indexes_them(seed: int) -> None:
     rng = random.Random(seed)
     plan = Plan()
     for _ in range(30):
@@ -184,5 +184,10 @@ def test_with_lineages_takes_names_as_the_plain_rule_says(seed: int) -> None:
             }.values()
         )
         expected = with_lineages_by_looking_at_every_lineage(plan, incoming)
+        plan.serving_of("mail.a.test")  # builds its name index: the next plan's derives from it
         plan = plan.with_lineages(incoming)
         assert plan == expected
+        derived, fresh = plan.__dict__["_by_name"], Plan(plan.lineages)._by_name
+        assert {n: sorted(lins) for n, lins in derived.items()} == {
+            n: sorted(lins) for n, lins in fresh.items()
+        }
