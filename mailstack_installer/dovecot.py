@@ -35,12 +35,14 @@ _INCLUDE = re.compile(r"^\s*!include(?:_try)?\s+(\S+)")
 
 @dataclass(frozen=True)
 class Rendered:
-    """A drop-in ready to install: its text, the part to validate, its memory limit and size."""
+    """A drop-in ready to install: its text, the part to validate, its memory limit and size, and
+    the limit the live drop-in sets."""
 
     text: str
     check_text: str
     limit_mb: Optional[int]
     blocks: int
+    live_limit_mb: Optional[int] = None
 
 
 #: Dovecot 2.3's config process holds every ``local_name`` block with its files' contents: about
@@ -429,10 +431,10 @@ class Dovecot:
             limit = self.config_limit(plan, syntax, blocks)
             new_text = _head(syntax, limit, default) + body
         if not ours:
-            return Rendered(new_text, new_text, limit, blocks)
+            return Rendered(new_text, new_text, limit, blocks, own_limit_mb(current))
         subset = Plan({lid: plan.lineages[lid] for lid in changed if lid in plan.lineages})
         check = render_dropin(subset, syntax, limit, default=default)
-        return Rendered(new_text, check, limit, blocks)
+        return Rendered(new_text, check, limit, blocks, own_limit_mb(current))
 
     # -- the config process's memory (Dovecot 2.3) ------------------------------------------------
 

@@ -612,7 +612,13 @@ class Pipeline:
         outcome: Outcome,
     ) -> None:
         """Give the running Dovecot its larger config process limit, with the blocks it has now,
-        before the blocks grow past the old limit: its own write, reload and wait (FACTS §3.3)."""
+        before the blocks grow past the old limit: its own write, reload and wait (FACTS §3.3).
+
+        Not when the live drop-in already sets this limit and Dovecot has been reloaded since it
+        was written: the running config process has it (asking it costs a connection and /proc
+        reads on every deployment of a large host)."""
+        if dropin.limit_mb == dropin.live_limit_mb and "dovecot" not in state.pending_reload:
+            return
         if not dovecot.needs_limit_first(dropin.limit_mb, dropin.blocks):
             return
         assert dropin.limit_mb is not None
