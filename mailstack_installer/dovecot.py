@@ -25,7 +25,7 @@ from .constants import HEADER
 from .errors import CommandError, MisconfiguredError, NotInstalledError
 from .fsutil import text_digest
 from .model import CertFiles, Plan, Serving, as_serving
-from .names import is_wildcard
+from .names import exact_first, is_wildcard
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -112,12 +112,8 @@ def _blocks_of(plan: Plan, lineage_ids: Set[str], syntax: str) -> Tuple[List[Blo
             seen.add(name)
             serving = plan.served_of(name)
             groups.setdefault(tuple(f.lineage_id for f in serving), (serving, []))[1].append(name)
-    ordered = [(serving, sorted(names, key=_exact_first)) for serving, names in groups.values()]
+    ordered = [(serving, sorted(names, key=exact_first)) for serving, names in groups.values()]
     return _group_blocks(ordered, syntax)
-
-
-def _exact_first(name: str) -> Tuple[bool, str]:
-    return (is_wildcard(name), name)
 
 
 def _partners(plan: Plan, lineage_ids: Set[str]) -> Set[str]:

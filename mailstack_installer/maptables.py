@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence, Set, Tuple
 
 from .constants import HEADER
 from .model import Plan, Serving
-from .names import is_wildcard
+from .names import exact_first, is_wildcard
 
 #: Names per table the split aims at, and the size up to which the map stays one table.
 NAMES_PER_TABLE = 512
@@ -39,6 +39,11 @@ def entry_value(serving: Serving, separator: str = " ") -> str:
     ECDSA and an RSA pair that smtpd loads together and picks from by the client's signature
     algorithms (as smtpd_tls_chain_files; FACTS §2)."""
     return separator.join(f"{files.key}{separator}{files.fullchain}" for files in serving)
+
+
+def map_line(key: str, serving: Serving) -> str:
+    """One line of a table source: ``key key-file fullchain-file [key-file fullchain-file]``."""
+    return f"{key} {entry_value(serving)}\n"
 
 
 def tables_for(names: int, current: int = 1, given: int = 0) -> int:
@@ -80,12 +85,12 @@ def render_tables(plan: Plan, layout: Layout, only: Sequence[int] = ()) -> Dict[
     """The source text of each table (of those in ``only``, if given): ``name key-file
     fullchain-file [key-file fullchain-file]`` per line, exact names first, each group sorted."""
     wanted = set(only) if only else set(range(layout.count))
-    lines: Dict[int, List[str]] = {index: [f"# {HEADER}"] for index in wanted}
+    lines: Dict[int, List[str]] = {index: [f"# {HEADER}\n"] for index in wanted}
     for name, serving in plan.served():
         index = layout.index_of(serving)
         if index in wanted:
-            lines[index].append(f"{map_key(name)} {entry_value(serving)}")
-    return {index: "\n".join(text) + "\n" for index, text in lines.items()}
+            lines[index].append(map_line(map_key(name), serving))
+    return {index: "".join(text) for index, text in lines.items()}
 
 
 def table_edits(before: Plan, after: Plan, changed: Sequence[str], layout: Layout) -> Dict[int, Edits]:
@@ -104,7 +109,7 @@ def table_edits(before: Plan, after: Plan, changed: Sequence[str], layout: Layou
             lineage = plan.lineages.get(lid)
             touched.update(lineage.names if lineage is not None else ())
     edits: Dict[int, Edits] = {}
-    for name in sorted(touched, key=lambda n: (is_wildcard(n), n)):
+    for name in sorted(touched, key=exact_first):
         new, old_serving = after.served_of(name), before.served_of(name)
         key = map_key(name)
         into = layout.index_of(new) if new else None
@@ -133,7 +138,7 @@ def edit_source(text: str, written: Dict[str, Serving], removed: Sequence[str]) 
             text = text[:at] + text[text.index("\n", at) + 1 :]
     added = []
     for key, serving in written.items():
-        line = f"{key} {entry_value(serving)}\n"
+        line = map_line(key, serving)
         at = text.find(f"\n{key} ") + 1
         if at > 0:
             text = text[:at] + line + text[text.index("\n", at) + 1 :]

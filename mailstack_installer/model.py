@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Sequence, Set, Tuple, Union
 
-from .names import is_wildcard
+from .names import exact_first
 
 
 class CertFiles(NamedTuple):
@@ -119,7 +119,7 @@ class Plan:
     @cached_property
     def _serving(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
         serving = []
-        for name in sorted(self._by_name, key=_exact_first):
+        for name in sorted(self._by_name, key=exact_first):
             lineages = self._by_name[name]
             if len(lineages) > 1:
                 lineages = sorted(lineages, key=_primary_first)
@@ -216,10 +216,6 @@ class Plan:
     def without(self, lineage_ids: Iterable[str]) -> Plan:
         drop = set(lineage_ids)
         return Plan({lid: lin for lid, lin in self.lineages.items() if lid not in drop})
-
-
-def _exact_first(name: str) -> Tuple[bool, str]:
-    return (is_wildcard(name), name)
 
 
 def _primary_first(lineage: Lineage) -> Tuple[int, str]:

@@ -7,6 +7,7 @@ broken name (a space, a quote, a brace, ``#``, a newline) from injecting configu
 from __future__ import annotations
 
 import re
+from typing import Tuple
 
 from .errors import InputError
 
@@ -47,6 +48,12 @@ def normalize_name(raw: str) -> str:
 def is_wildcard(name: str) -> bool:
     """Whether a normalized name is a wildcard (``*.example.com``)."""
     return name.startswith("*.")
+
+
+def exact_first(name: str) -> Tuple[bool, str]:
+    """Sort key: exact names before wildcards, each group in name order (Dovecot 2.3 takes the
+    first matching block)."""
+    return (is_wildcard(name), name)
 
 
 #: The label sent as SNI to check a wildcard name: clients never send ``*.example.com`` itself.

@@ -18,7 +18,17 @@ from . import fsutil, runner
 from .certfiles import pair_digests, pem_digest
 from .constants import MAP_SUFFIXES
 from .errors import MisconfiguredError, NotInstalledError
-from .maptables import EDIT_MAX, Edits, Layout, edit_source, entry_value, map_key, render_tables, table_edits
+from .maptables import (
+    EDIT_MAX,
+    Edits,
+    Layout,
+    edit_source,
+    entry_value,
+    map_key,
+    map_line,
+    render_tables,
+    table_edits,
+)
 from .model import CertFiles, Lineage, Plan, Serving, as_serving
 from .settings import Settings
 
@@ -34,10 +44,6 @@ def render_map(plan: Plan) -> str:
 def entry_changes(before: Plan, after: Plan, changed: Sequence[str]) -> Edits:
     """maptables.table_edits for a one-table map."""
     return table_edits(before, after, changed, Layout("")).get(0, ({}, []))
-
-
-def keys_of(plan: Plan) -> List[str]:
-    return [map_key(name) for name in plan.names()]
 
 
 #: Postfix's default certificate (3.4+): key and chain files, for clients that send no SNI or a
@@ -220,15 +226,16 @@ class Postfix:
         for index, source in enumerate(layout.sources()):
             live = fsutil.read_or_none(source)
             lives.append(live)
+            live_text = live.decode("utf-8", "replace") if live is not None else ""
             digests.append(fsutil.text_digest(live) if live is not None else "")
             written, removed = edits.get(index, ({}, [])) if edits is not None else ({}, [])
             trusted = edits is not None and index < len(recorded) and bool(digests[index])
             if not trusted or recorded[index] != digests[index] or len(written) + len(removed) > EDIT_MAX:
                 rendered.append(index)
             elif written or removed:
-                texts[index] = edit_source((live or b"").decode("utf-8", "replace"), written, removed)
+                texts[index] = edit_source(live_text, written, removed)
             elif not os.path.exists(self.table_of(source)):
-                texts[index] = (live or b"").decode("utf-8", "replace")
+                texts[index] = live_text
         for index, text in render_tables(plan, layout, rendered).items() if rendered else ():
             in_table = edits.get(index) if edits is not None else None
             if (
@@ -301,7 +308,7 @@ class Postfix:
             keys = "\n".join(removed) + "\n"
             warnings += runner.run(["postmap", "-c", self.dir, "-d", "-", ref], input_text=keys).stderr
         if written:
-            lines = "".join(f"{key} {entry_value(serving)}\n" for key, serving in written.items())
+            lines = "".join(map_line(key, serving) for key, serving in written.items())
             cmd = ["postmap", "-F", "-i", "-r", "-c", self.dir, ref]
             warnings += runner.run(cmd, input_text=lines).stderr
         return warnings
