@@ -415,7 +415,7 @@ class Dovecot:
             or text == render_dropin(before, syntax, own_limit_mb(current), default=before_default)
         )
         clear_alt = (len(as_serving(before_default)) > 1, len(as_serving(default)) > 1)
-        lineage_ids = set(changed) | (before.lineages.keys() - plan.lineages.keys())
+        lineage_ids = set(changed) | set(plan.lineages.changes_from(before.lineages)[1])
         spliced = _splice(text, before, plan, lineage_ids, syntax, clear_alt) if text and ours else None
         if spliced is None:
             exact, wild = _sections(plan, syntax)

@@ -104,7 +104,7 @@ def table_edits(before: Plan, after: Plan, changed: Sequence[str], layout: Layou
     """
     renewed = set(changed)
     touched: Set[str] = set()
-    for lid in renewed | (before.lineages.keys() - after.lineages.keys()):
+    for lid in renewed.union(after.lineages.changes_from(before.lineages)[1]):
         for plan in (before, after):
             lineage = plan.lineages.get(lid)
             touched.update(lineage.names if lineage is not None else ())

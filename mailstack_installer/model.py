@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Sequence, Set, Tuple, Union
+from typing import (
+    Dict,
+    FrozenSet,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 from .names import exact_first
 
@@ -23,8 +35,13 @@ class CertFiles(NamedTuple):
     def lineage_id(self) -> str:
         """The directory of the full chain: certbot's ``live/<name>`` for a lineage (the paths are
         absolute and normalised, names.check_path)."""
-        cut = self.fullchain.rfind("/")
-        return self.fullchain[:cut] if cut > 0 else self.fullchain[: cut + 1]
+        return lineage_id_of(self.fullchain)
+
+
+def lineage_id_of(fullchain: str) -> str:
+    """The lineage id of a full chain path: its directory (CertFiles.lineage_id)."""
+    cut = fullchain.rfind("/")
+    return fullchain[:cut] if cut > 0 else fullchain[: cut + 1]
 
 
 #: The key types a name can be served with side by side: one RSA and one ECDSA lineage, and the TLS
@@ -69,13 +86,191 @@ class Lineage(NamedTuple):
         current clients prefer), RSA the alternative for clients that offer no ECDSA."""
         return DUAL_TYPES.index(self.key_type) if self.key_type in DUAL_TYPES else len(DUAL_TYPES)
 
+    def row(self) -> Row:
+        return [self.files.key, self.files.fullchain, self.digest, self.key_type, *self.names]
 
-@dataclass(frozen=True)
+    @classmethod
+    def from_row(cls, row: Row) -> Lineage:
+        return cls(CertFiles(row[0], row[1]), tuple(row[4:]), row[2], row[3])
+
+
+#: A lineage as the state file keeps it, [key, fullchain, digest, key type, name...]: a list
+#: encodes and decodes in a third of the time of a keyed object (state.py checks its fields).
+Row = List[str]
+
+#: The rows of plans made from dicts (no state file): shared, so that such plans compare by
+#: their changes alone, as those made from one state file do.
+_NO_ROWS: Dict[str, Row] = {}
+
+
+class Lineages(Mapping[str, Lineage]):
+    """The lineages of a plan by id: the rows of a state file, each built into a Lineage when first
+    asked for, under the lineages added, replaced or dropped since.
+
+    A deployment on a host of 10,000 lineages asks about a few of them; building all 10,000 was a
+    third of its time. Plans derived from one another share the rows and the lineages built from
+    them, so what differs between two of them is found from their changes alone (changes_from).
+    """
+
+    def __init__(self, lineages: Optional[Mapping[str, Lineage]] = None) -> None:
+        self._rows = _NO_ROWS
+        self._built: Dict[str, Lineage] = {}
+        #: Changes over the rows: a lineage, or None for one dropped.
+        self._over: Dict[str, Optional[Lineage]] = dict(lineages or {})
+
+    @classmethod
+    def from_rows(cls, rows: Dict[str, Row]) -> Lineages:
+        """Lineages from checked rows by lineage id (state.py)."""
+        lineages = cls()
+        lineages._rows = rows
+        return lineages
+
+    def __getitem__(self, lineage_id: str) -> Lineage:
+        if lineage_id in self._over:
+            changed = self._over[lineage_id]
+            if changed is None:
+                raise KeyError(lineage_id)
+            return changed
+        built = self._built.get(lineage_id)
+        if built is None:
+            built = self._built[lineage_id] = Lineage.from_row(self._rows[lineage_id])
+        return built
+
+    def __contains__(self, lineage_id: object) -> bool:
+        if lineage_id in self._over:
+            return self._over[lineage_id] is not None  # type: ignore[index]
+        return lineage_id in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        if not self._over:
+            return iter(self._rows)
+        return self._ordered()
+
+    def _ordered(self) -> Iterator[str]:
+        """Row order (a changed lineage keeps its place), then the lineages added."""
+        over, rows = self._over, self._rows
+        for lineage_id in rows:
+            if lineage_id not in over or over[lineage_id] is not None:
+                yield lineage_id
+        for lineage_id, lineage in over.items():
+            if lineage is not None and lineage_id not in rows:
+                yield lineage_id
+
+    def __len__(self) -> int:
+        count = len(self._rows)
+        for lineage_id, lineage in self._over.items():
+            if lineage is None:  # only a lineage of the rows is dropped this way (replaced)
+                count -= 1
+            elif lineage_id not in self._rows:
+                count += 1
+        return count
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Lineages) and other._rows is self._rows:
+            return self.changes_from(other) == ([], [])
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Lineages({dict(self.items())!r})"
+
+    def ids(self) -> Set[str]:
+        """Every lineage id, as a set (without building a lineage)."""
+        if not self._over:
+            return set(self._rows)
+        ids = set(self._rows)
+        ids.difference_update(lid for lid, lin in self._over.items() if lin is None)
+        ids.update(lid for lid, lin in self._over.items() if lin is not None)
+        return ids
+
+    def replaced(self, lineages: Mapping[str, Lineage], dropped: Iterable[str] = ()) -> Lineages:
+        """These lineages with ``lineages`` added or replaced and ``dropped`` taken out."""
+        over = dict(self._over)
+        over.update(lineages)
+        for lineage_id in dropped:
+            if lineage_id in self._rows:
+                over[lineage_id] = None
+            else:
+                over.pop(lineage_id, None)
+        result = Lineages()
+        result._rows, result._built, result._over = self._rows, self._built, over
+        return result
+
+    def changes_from(self, before: Lineages) -> Tuple[List[str], List[str]]:
+        """(ids of the lineages added or changed since ``before``, ids of those dropped), sorted.
+        Of two that share rows, only their changes are looked at."""
+        if self._rows is before._rows:
+            ids: Iterable[str] = self._over.keys() | before._over.keys()
+        else:
+            ids = self.ids() | before.ids()
+        changed, dropped = [], []
+        for lineage_id in sorted(ids):
+            mine, theirs = self.get(lineage_id), before.get(lineage_id)
+            if mine is None:
+                if theirs is not None:
+                    dropped.append(lineage_id)
+            elif mine is not theirs and mine != theirs:
+                changed.append(lineage_id)
+        return changed, dropped
+
+    def rows(self) -> List[Row]:
+        """Every lineage as a row, in order: those not changed as they were read."""
+        over, rows = self._over, self._rows
+        if not over:
+            return list(rows.values())
+        return [rows[lid] if lid not in over else self[lid].row() for lid in self]
+
+    def ids_by_name(self) -> Dict[str, List[str]]:
+        """The ids of the lineages serving each name, read from the rows (no lineage is built)."""
+        index: Dict[str, List[str]] = {}
+        over = self._over
+        for lineage_id, row in self._rows.items():
+            if lineage_id not in over:
+                for name in row[4:]:
+                    index.setdefault(name, []).append(lineage_id)
+        for lineage_id, lineage in over.items():
+            for name in lineage.names if lineage is not None else ():
+                index.setdefault(name, []).append(lineage_id)
+        return index
+
+    def keys_apart(self) -> List[Tuple[str, str]]:
+        """(id, key path) of the lineages whose key is not in their directory (not certbot's
+        layout), read from the rows (no lineage is built)."""
+        over = self._over
+        apart = [
+            (lid, row[0]) for lid, row in self._rows.items() if not _in_dir(row[0], lid) and lid not in over
+        ]
+        for lid, lineage in over.items():
+            if lineage is not None and not _in_dir(lineage.files.key, lid):
+                apart.append((lid, lineage.files.key))
+        return apart
+
+
+def _in_dir(path: str, directory: str) -> bool:
+    """Whether ``path`` names a file right in ``directory`` (both absolute and normalised)."""
+    return path.rfind("/") == len(directory) and path.startswith(directory)
+
+
 class Plan:
     """Every lineage to serve, keyed by lineage id. A name belongs to at most one lineage per key
-    type: an RSA and an ECDSA lineage may both serve it (see ``slots``), any other pair may not."""
+    type: an RSA and an ECDSA lineage may both serve it (see ``slots``), any other pair may not.
+    A plan is not changed once made: the with_ and without methods make new ones."""
 
-    lineages: Dict[str, Lineage] = field(default_factory=dict)
+    def __init__(self, lineages: Optional[Mapping[str, Lineage]] = None) -> None:
+        self.lineages = lineages if isinstance(lineages, Lineages) else Lineages(lineages)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Plan):
+            return NotImplemented
+        return self.lineages == other.lineages
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Plan({dict(self.lineages.items())!r})"
 
     def entries(self) -> List[Tuple[str, CertFiles]]:
         """(name, files) pairs: exact names first, then wildcards, each group sorted; a name two
@@ -98,8 +293,9 @@ class Plan:
     def serving_of(self, name: str) -> Tuple[Lineage, ...]:
         """The lineages serving ``name`` (primary first; empty if none), without ordering the
         whole plan: what one deployment asks about the few names it touches."""
-        lineages = self._by_name.get(name, [])
-        return tuple(sorted(lineages, key=_primary_first)) if len(lineages) > 1 else tuple(lineages)
+        ids = self._by_name.get(name, ())
+        lineages = tuple(self.lineages[lid] for lid in ids)
+        return tuple(sorted(lineages, key=_primary_first)) if len(lineages) > 1 else lineages
 
     def served_of(self, name: str) -> Serving:
         """The files serving ``name``, primary first (as in ``served``)."""
@@ -109,22 +305,13 @@ class Plan:
     # and at 10,000 names each build is a pass over, or a sort of, every name.
 
     @cached_property
-    def _by_name(self) -> Dict[str, List[Lineage]]:
-        by_name: Dict[str, List[Lineage]] = {}
-        for lineage in self.lineages.values():
-            for name in lineage.names:
-                by_name.setdefault(name, []).append(lineage)
-        return by_name
+    def _by_name(self) -> Dict[str, List[str]]:
+        """The ids of the lineages serving each name (read from the rows: no lineage is built)."""
+        return self.lineages.ids_by_name()
 
     @cached_property
     def _serving(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
-        serving = []
-        for name in sorted(self._by_name, key=exact_first):
-            lineages = self._by_name[name]
-            if len(lineages) > 1:
-                lineages = sorted(lineages, key=_primary_first)
-            serving.append((name, tuple(lineages)))
-        return tuple(serving)
+        return tuple((name, self.serving_of(name)) for name in sorted(self._by_name, key=exact_first))
 
     @cached_property
     def _served(self) -> Tuple[Tuple[str, Serving], ...]:
@@ -171,21 +358,31 @@ class Plan:
         claimed = {name for name, _ in taken}
         # Only a lineage serving a claimed name can lose one: found by name, not by looking at
         # every lineage (one deployment on a host of 10,000).
-        losing = {lin.id for name in claimed for lin in self._by_name.get(name, ())} - incoming.keys()
-        result = dict(self.lineages)
-        for lid in incoming.keys() & result.keys():
-            del result[lid]
+        losing = {lid for name in claimed for lid in self._by_name.get(name, ())} - incoming.keys()
+        dropped = [lid for lid in incoming if lid not in kept]  # every name went to a later one
         for lid in sorted(losing):
-            lineage = result[lid]
+            lineage = self.lineages[lid]
             mine = slots(lineage.key_type)
             names = [n for n in lineage.names if not any((n, s) in taken for s in mine)]
             if not names:
-                del result[lid]
+                dropped.append(lid)
             elif len(names) < len(lineage.names):
-                result[lid] = lineage._replace(names=tuple(names))  # keeps its place in the plan
-        result.update(kept)
-        plan = Plan(result)
-        changed = incoming.keys() | losing
+                kept[lid] = lineage._replace(names=tuple(names))
+        return self._changed(kept, dropped)
+
+    def without(self, lineage_ids: Iterable[str]) -> Plan:
+        return self._changed({}, lineage_ids)
+
+    def with_replaced(self, lineages: Iterable[Lineage]) -> Plan:
+        """A new plan where ``lineages`` replace those of their ids as they are (no name moves)."""
+        return self._changed({lin.id: lin for lin in lineages}, ())
+
+    def _changed(self, lineages: Dict[str, Lineage], dropped: Iterable[str]) -> Plan:
+        """A new plan with ``lineages`` added or replaced and ``dropped`` taken out, that derives
+        its name index from this one's."""
+        drop = [lid for lid in dropped if lid in self.lineages]
+        plan = Plan(self.lineages.replaced(lineages, drop))
+        changed = set(lineages) | set(drop)
         plan._index_from(
             self, changed, {n for lid in changed for p in (self, plan) for n in p._names_of(lid)}
         )
@@ -203,19 +400,15 @@ class Plan:
         if "_by_name" not in before.__dict__:
             return
         index = dict(before._by_name)  # the lists are shared: those that change are replaced
-        candidates = changed.union(lin.id for name in names for lin in index.pop(name, ()))
+        candidates = changed.union(lid for name in names for lid in index.pop(name, ()))
         for lid in sorted(candidates):
             lineage = self.lineages.get(lid)
             if lineage is None:
                 continue
             for name in lineage.names:
                 if name in names:
-                    index.setdefault(name, []).append(lineage)
+                    index.setdefault(name, []).append(lid)
         self.__dict__["_by_name"] = index
-
-    def without(self, lineage_ids: Iterable[str]) -> Plan:
-        drop = set(lineage_ids)
-        return Plan({lid: lin for lid, lin in self.lineages.items() if lid not in drop})
 
 
 def _primary_first(lineage: Lineage) -> Tuple[int, str]:

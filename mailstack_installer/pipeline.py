@@ -444,10 +444,7 @@ class Pipeline:
         fsutil.remove_stale_temps([*layout.sources(), settings.dovecot_config, *self.store.files()])
         for fixed in postfix.secure_live_files(layout) if postfix is not None else []:
             self._warn(outcome, f"private key material was exposed: {fixed}")
-        old = state.plan.lineages
-        changed = [
-            lid for lid, lin in plan.lineages.items() if old.get(lid) is not lin and old.get(lid) != lin
-        ]
+        changed, _dropped = plan.lineages.changes_from(state.plan.lineages)
         tables: Dict[int, str] = {}
         edits = None
         sources = state.postfix_sources
@@ -638,7 +635,7 @@ def _missing(plan: Plan, keep: Set[str]) -> Set[str]:
     lineages cost one ``listdir`` and set operations, not 20,000 ``stat`` calls. A key kept
     outside its lineage directory is looked up on its own.
     """
-    ids = plan.lineages.keys() - keep
+    ids = plan.lineages.ids() - keep
     if not ids:
         return set()
     shared = os.path.commonpath([min(ids), max(ids)])  # every id lies between them: theirs is all's
@@ -648,11 +645,7 @@ def _missing(plan: Plan, keep: Set[str]) -> Set[str]:
     except OSError:
         listed = set()
     missing = {lid for lid in ids - listed if not os.path.exists(plan.lineages[lid].files.fullchain)}
-    apart = [
-        (lid, lin.files.key)
-        for lid, lin in plan.lineages.items()
-        if lin.files.key.rpartition("/")[0] != lid and lid in ids and lid not in missing
-    ]
+    apart = [(lid, key) for lid, key in plan.lineages.keys_apart() if lid in ids and lid not in missing]
     missing.update(lid for lid, key in apart if not os.path.exists(key))
     return missing
 
@@ -667,7 +660,7 @@ def _typed(plan: Plan, incoming: Sequence[Lineage]) -> Plan:
     unknown = [lin for lin in sharing if not lin.key_type and lin.id not in ids]
     typed = [lin._replace(key_type=key_type_of_file(lin.files.key)) for lin in unknown]
     typed = [lin for lin in typed if lin.key_type]
-    return Plan({**plan.lineages, **{lin.id: lin for lin in typed}}) if typed else plan
+    return plan.with_replaced(typed) if typed else plan
 
 
 def _stamps(

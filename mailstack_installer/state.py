@@ -14,12 +14,13 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from itertools import chain
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from . import fsutil
 from .constants import STATE_DIRNAME
 from .errors import MisconfiguredError
-from .model import CertFiles, Lineage, Plan
+from .model import CertFiles, Lineage, Lineages, Plan, lineage_id_of
 
 #: 2: lineages as rows (see State.to_json); version 1 files are still read.
 STATE_VERSION = 2
@@ -52,23 +53,19 @@ class State:
         """The whole state: a snapshot (see StateStore) of ``generation``."""
         doc = self._fields()
         doc["generation"] = generation
-        doc["lineages"] = _rows(self.plan.lineages.values())
+        doc["lineages"] = self.plan.lineages.rows()
         return _dumps(doc)
 
     def journal_json(self, generation: int, snapshot: Plan) -> Optional[str]:
         """This state as a journal over the snapshot of ``generation`` holding ``snapshot``: every
         field but the lineages, then the lineages that differ from the snapshot's and the ids of
         those it has no more; None when too many differ (write a snapshot instead)."""
-        changed = [
-            lin
-            for lid, lin in self.plan.lineages.items()
-            if snapshot.lineages.get(lid) is not lin and snapshot.lineages.get(lid) != lin
-        ]
-        dropped = sorted(snapshot.lineages.keys() - self.plan.lineages.keys())
+        changed, dropped = self.plan.lineages.changes_from(snapshot.lineages)
         if len(changed) + len(dropped) > JOURNAL_MAX:
             return None
         doc = self._fields()
-        doc.update(journal_of=generation, lineages=_rows(changed), dropped=dropped)
+        rows = [self.plan.lineages[lid].row() for lid in changed]
+        doc.update(journal_of=generation, lineages=rows, dropped=dropped)
         return _dumps(doc)
 
     def _fields(self) -> Dict[str, Any]:
@@ -89,9 +86,7 @@ class State:
         return cls.from_doc(_loads(text, where), where)
 
     @classmethod
-    def from_doc(
-        cls, doc: Dict[str, Any], where: str, lineages: Optional[Dict[str, Lineage]] = None
-    ) -> State:
+    def from_doc(cls, doc: Dict[str, Any], where: str, lineages: Optional[Lineages] = None) -> State:
         """The state a parsed snapshot holds; or, given ``lineages`` (a snapshot's with a journal's
         rows applied), the one a parsed journal holds."""
         try:
@@ -99,7 +94,7 @@ class State:
             if lineages is None and version == STATE_VERSION:
                 lineages = _lineages_from_rows(doc["lineages"])
             elif lineages is None and version == 1:  # written by 0.1: an object per lineage id
-                lineages = _lineages_from_objects(doc["lineages"])
+                lineages = Lineages(_lineages_from_objects(doc["lineages"]))
             elif lineages is None:
                 raise ValueError(f"unknown version {version!r}")
             return cls(
@@ -135,33 +130,35 @@ def _loads(text: str, where: str) -> Dict[str, Any]:
     return doc
 
 
-def _rows(lineages: Iterable[Lineage]) -> List[List[str]]:
-    # Each lineage is one row, [key, fullchain, digest, key_type, name...], in plan order: a list
-    # encodes and decodes in a third of the time of a keyed object, which at 10,000 lineages is
-    # tens of milliseconds. The lineage id is the fullchain's directory.
-    return [[lin.files.key, lin.files.fullchain, lin.digest, lin.key_type, *lin.names] for lin in lineages]
-
-
 def _dumps(doc: Dict[str, Any]) -> str:
     # Compact: only the C encoder is fast enough for 10,000 lineages (indent= falls back to the
     # Python one); ``python3 -m json.tool`` shows it indented.
     return json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n"
 
 
-def _lineages_from_rows(rows: List[Any]) -> Dict[str, Lineage]:
-    lineages = {}
-    for row in rows:
-        try:
-            if type(row) is not list or len(row) < 5:
-                raise TypeError
-            "".join(row)  # every field a string: a TypeError otherwise (checked in C, 10,000 rows)
-        except TypeError:
-            raise ValueError(
-                f"lineage entry {str(row)[:80]} is not [key, fullchain, digest, key type, name...]"
-            ) from None
-        files = CertFiles(row[0], row[1])
-        lineages[files.lineage_id] = Lineage(files, tuple(row[4:]), row[2], row[3])
-    return lineages
+def _lineages_from_rows(rows: List[Any]) -> Lineages:
+    """The lineages of checked rows (model.Row), built only when asked for: every row is checked
+    here with a few passes in C, as building 10,000 lineages would cost a deployment a third of
+    its time."""
+    if not isinstance(rows, list):
+        raise TypeError("lineages is not a list")
+    if rows and (set(map(type, rows)) != {list} or min(map(len, rows)) < 5 or not _all_strings(rows)):
+        bad = next(
+            row
+            for row in rows
+            if type(row) is not list or len(row) < 5 or any(type(f) is not str for f in row)
+        )
+        raise ValueError(f"lineage entry {str(bad)[:80]} is not [key, fullchain, digest, key type, name...]")
+    # The id is the full chain's directory (lineage_id_of, called for the odd path only).
+    return Lineages.from_rows({(row[1].rpartition("/")[0] or lineage_id_of(row[1])): row for row in rows})
+
+
+def _all_strings(rows: List[List[Any]]) -> bool:
+    try:
+        "".join(chain.from_iterable(rows))  # a TypeError for anything but a string, checked in C
+    except TypeError:
+        return False
+    return True
 
 
 def _lineages_from_objects(objects: Dict[str, Any]) -> Dict[str, Lineage]:
@@ -241,10 +238,9 @@ class StateStore:
         if entry.get("journal_of") != generation:
             return state  # the journal of an older snapshot (a crash before its removal)
         try:
-            lineages = dict(state.plan.lineages)
-            lineages.update(_lineages_from_rows(entry["lineages"]))
-            for lid in entry["dropped"]:
-                lineages.pop(str(lid), None)
+            rows = _lineages_from_rows(entry["lineages"])
+            built = {lid: rows[lid] for lid in rows}
+            lineages = state.plan.lineages.replaced(built, [str(lid) for lid in entry["dropped"]])
         except (ValueError, KeyError, TypeError) as exc:
             raise _damaged(self.journal, exc) from None
         return State.from_doc(entry, self.journal, lineages)

@@ -1,0 +1,104 @@
+"""A plan's lineages read from the state file's rows say what a plain dict of lineages says, and a
+deployment builds only the lineages it asks about.
+
+Random additions, replacements and removals are applied both to Lineages (over rows, as a state
+file is loaded) and to a plain dict; after every step the two must agree on every Mapping
+question, on what changed since any earlier step, and on the rows written back.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Dict, List
+
+import pytest
+
+from mailstack_installer.model import CertFiles, Lineage, Lineages, Plan
+from mailstack_installer.state import State, StateStore
+
+
+def lineage(index: int, digest: str = "d", key: str = "") -> Lineage:
+    directory = f"/le/live/l{index}"
+    files = CertFiles(key or f"{directory}/privkey.pem", f"{directory}/fullchain.pem")
+    return Lineage(files, (f"mail.l{index}.test", f"l{index}.test")[: 1 + index % 2], digest, "ec")
+
+
+def from_rows(lineages: List[Lineage]) -> Lineages:
+    return Lineages.from_rows({lin.id: lin.row() for lin in lineages})
+
+
+def agree(lazy: Lineages, plain: Dict[str, Lineage]) -> None:
+    assert sorted(lazy) == sorted(plain)  # order: a lineage of the rows keeps its place
+    assert len(lazy) == len(plain)
+    assert lazy.ids() == set(plain)
+    assert dict(lazy.items()) == plain
+    assert lazy == plain
+    assert all(lid in lazy for lid in plain)
+    assert f"/le/live/l{len(plain) + 99}" not in lazy
+    assert sorted(lazy.rows()) == sorted(lin.row() for lin in plain.values())
+    index: Dict[str, List[str]] = {}
+    for lid, lin in plain.items():
+        for name in lin.names:
+            index.setdefault(name, []).append(lid)
+    assert {n: sorted(ids) for n, ids in lazy.ids_by_name().items()} == {
+        n: sorted(ids) for n, ids in index.items()
+    }
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_lineages_over_rows_answer_as_a_plain_dict_does(seed: int) -> None:
+    rng = random.Random(seed)
+    start = [lineage(i) for i in range(12)]
+    lazy, plain = from_rows(start), {lin.id: lin for lin in start}
+    history = [(lazy, dict(plain))]
+    for _ in range(40):
+        roll = rng.random()
+        if plain and roll < 0.3:
+            gone = rng.choice(sorted(plain))
+            lazy = lazy.replaced({}, [gone])
+            del plain[gone]
+        else:
+            lin = lineage(rng.randrange(20), f"d{rng.random()}")
+            lazy = lazy.replaced({lin.id: lin})
+            plain[lin.id] = lin
+        agree(lazy, plain)
+        then_lazy, then_plain = rng.choice(history)
+        changed = sorted(lid for lid, lin in plain.items() if then_plain.get(lid) != lin)
+        dropped = sorted(set(then_plain) - set(plain))
+        assert lazy.changes_from(then_lazy) == (changed, dropped)
+        history.append((lazy, dict(plain)))
+
+
+def test_lineages_are_built_only_when_asked_for_and_once() -> None:
+    lazy = from_rows([lineage(i) for i in range(100)])
+    assert lazy["/le/live/l7"] is lazy["/le/live/l7"]
+    later = lazy.replaced({"/le/live/l3": lineage(3, "new")})
+    assert later["/le/live/l7"] is lazy["/le/live/l7"]  # shared: an unchanged lineage is the same
+    assert len(lazy._built) == 1
+    assert later.changes_from(lazy) == (["/le/live/l3"], [])
+    assert len(lazy._built) == 2  # the changed one's old value, to compare
+
+
+def test_keys_kept_outside_their_lineage_directory_are_found_without_building() -> None:
+    outside = lineage(1, key="/srv/keys/l1.pem")
+    lazy = from_rows([lineage(0), outside, lineage(2)])
+    assert lazy.keys_apart() == [("/le/live/l1", "/srv/keys/l1.pem")]
+    moved = lazy.replaced({"/le/live/l2": lineage(2, key="/le/live/l2/sub/k.pem")}, ["/le/live/l1"])
+    assert moved.keys_apart() == [("/le/live/l2", "/le/live/l2/sub/k.pem")]
+    assert lazy._built == {}
+
+
+def test_a_loaded_plan_saved_again_keeps_its_rows_and_its_changes(tmp_path) -> None:
+    store = StateStore(str(tmp_path))
+    store.save(State(plan=Plan({lin.id: lin for lin in (lineage(i) for i in range(300))})))
+    state = store.load()
+    state.plan = state.plan.with_lineage(lineage(400)).without(["/le/live/l5"])
+    store.save(state)  # a journal over the snapshot
+    assert (tmp_path / "mailstack" / "state.journal").exists()
+    loaded = store.load()
+    assert "/le/live/l5" not in loaded.plan.lineages and "/le/live/l400" in loaded.plan.lineages
+    assert len(loaded.plan.lineages) == 300
+    assert loaded.plan.serving_of("mail.l400.test") == (lineage(400),)
+    assert loaded.plan.serving_of("mail.l6.test") == (lineage(6),)
+    assert loaded.plan.lineages._built.keys() == {"/le/live/l6"}  # no other row was built
+    assert loaded.plan == state.plan
