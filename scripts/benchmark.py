@@ -7,6 +7,9 @@ runs it (a process of its own: interpreter start and imports included), the memo
 config process, and how many of the N names Postfix (smtps) and Dovecot (imaps) serve with their
 own certificate, judged by TLS handshakes.
 
+The hosts of every size run side by side, and the one-lineage runs take turns between them, so the
+ratio of two sizes compares runs made under the same conditions (a noisy machine moves both).
+
     .venv/bin/python scripts/benchmark.py [--sizes 10,100,1000,10000] [--repeat 5] [--map-type hash]
 
 Lineages are self-signed (a P-256 leaf per name under one RSA-2048 issuer, so each fullchain holds
@@ -154,80 +157,97 @@ def leaf_fingerprint(fullchain: Path) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def measure(size: int, pool: Path, repeat: int, map_type: str) -> Dict[str, str]:
-    with tempfile.TemporaryDirectory(prefix="mailstack-bench-") as tmp:
-        base = Path(tmp)
-        live = base / "letsencrypt" / "live"
-        live.mkdir(parents=True)
-        for i in range(size):
-            (live / f"d{i}").symlink_to(pool / f"d{i}", target_is_directory=True)
-        renewed = live / "d0"  # renewed in place: a real directory, not the pool's
-        renewed.unlink()
-        shutil.copytree(pool / "d0", renewed)
-        postfix, dovecot = PostfixInstance(base / "pf"), DovecotInstance(base / "dc")
+class Host:
+    """A mail host of ``size`` names: its own certbot config dir with symlinks into the pool, and its
+    own Postfix and Dovecot on 127.0.0.1, running from start() to stop()."""
+
+    def __init__(self, size: int, pool: Path, map_type: str) -> None:
+        self.size, self.pool, self.map_type = size, pool, map_type
+        self.tmp = tempfile.TemporaryDirectory(prefix="mailstack-bench-")
+        base = Path(self.tmp.name)
+        self.config_dir = str(base / "letsencrypt")
+        self.live = base / "letsencrypt" / "live"
+        self.postfix, self.dovecot = PostfixInstance(base / "pf"), DovecotInstance(base / "dc")
+        self.renewed = self.live / "d0"  # renewed in place: a real directory, not the pool's
+        self.times: Dict[str, List[float]] = {"deploy": [], "deploy reload": [], "renew": [],
+                                              "renew reload": [], "hook": []}  # fmt: skip
+        self.bulk = self.bulk_reload = 0.0
+
+    def start(self) -> None:
+        """Start the daemons and import every lineage (timed), then reload."""
+        self.live.mkdir(parents=True)
+        for i in range(self.size):
+            (self.live / f"d{i}").symlink_to(self.pool / f"d{i}", target_is_directory=True)
+        self.renewed.unlink()
+        shutil.copytree(self.pool / "d0", self.renewed)
+        self.postfix.start()
+        self.dovecot.start()
+        options: Dict[str, Optional[str]] = {
+            "postfix-dir": str(self.postfix.config_dir),
+            "dovecot-dir": str(self.dovecot.config_dir),
+            "service-manager": "native",
+            "postfix-map-type": self.map_type,
+        }
+        self.pipeline = Pipeline(self.config_dir, options)
+        dirs = [str(self.live / f"d{i}") for i in range(self.size)]
+        imported = []
+        self.bulk = timed(lambda: imported.append(self.pipeline.import_lineages(dirs)))
+        if imported[0].failed:
+            raise RuntimeError(f"bulk import failed: {imported[0].failed[:3]}")
+        self.bulk_reload = timed(self.pipeline.reload_pending)
+        hook.install_hooks(self.config_dir)
+
+    def step(self, k: int, issuer: Issuer) -> None:
+        """One of each one-lineage run: deploy the new lineage x{k}, renew d0, and run the deploy
+        hook for d0 renewed again; each followed by the reload (timed apart)."""
+        (self.live / f"x{k}").symlink_to(self.pool / f"x{k}", target_is_directory=True)
+        where = self.live / f"x{k}"
+        files = CertFiles(str(where / "privkey.pem"), str(where / "fullchain.pem"))
+        request = Request(files, (f"mail.x{k}.test",))
+        pipeline, times = self.pipeline, self.times
+        times["deploy"].append(timed(lambda: pipeline.deploy([request])))
+        times["deploy reload"].append(timed(pipeline.reload_pending))
+        issuer.issue(self.renewed, lineage_name(0))
+        times["renew"].append(timed(lambda: pipeline.refresh(str(self.renewed))))
+        times["renew reload"].append(timed(pipeline.reload_pending))
+        issuer.issue(self.renewed, lineage_name(0))
+        times["hook"].append(timed(lambda: run_deploy_hook(self.config_dir, self.renewed)))
+        pipeline.reload_pending()
+
+    def row(self) -> Dict[str, str]:
+        """The table row: the times, and what the daemons serve now (by handshakes)."""
+        expected = {
+            lineage_name(i): leaf_fingerprint(self.pool / f"d{i}" / "fullchain.pem") for i in range(self.size)
+        }
+        expected[lineage_name(0)] = leaf_fingerprint(self.renewed / "fullchain.pem")
+        memory = config_process_memory(self.dovecot)
+        smtps = served_count(self.postfix.ports["smtps"], SERVICES["smtps"][1], expected)
+        imaps = served_count(self.dovecot.ports["imaps"], SERVICES["imaps"][1], expected)
+        limit = dovecot_module.own_limit_mb((self.dovecot.conf_d / "99-mailstack-sni.conf").read_bytes())
+        median = {key: statistics.median(values) for key, values in self.times.items()}
+        return {
+            "names": f"{self.size:,}",
+            "bulk import": f"{self.bulk:.2f}",
+            "+ reload": f"{self.bulk_reload:.2f}",
+            "deploy 1": f"{median['deploy']:.3f}",
+            "+ reload ": f"{median['deploy reload']:.2f}",
+            "renew 1": f"{median['renew']:.3f}",
+            "+ reload  ": f"{median['renew reload']:.2f}",
+            "hook 1": f"{median['hook']:.3f}",
+            "config MB peak/rss": memory,
+            "vsz_limit": f"{limit}M" if limit else "default",
+            "smtps served": f"{smtps}/{self.size}",
+            "imaps served": f"{imaps}/{self.size}",
+        }
+
+    def stop(self) -> None:
         try:
-            postfix.start()
-            dovecot.start()
-            options: Dict[str, Optional[str]] = {
-                "postfix-dir": str(postfix.config_dir),
-                "dovecot-dir": str(dovecot.config_dir),
-                "service-manager": "native",
-                "postfix-map-type": map_type,
-            }
-            pipeline = Pipeline(str(base / "letsencrypt"), options)
-            dirs = [str(live / f"d{i}") for i in range(size)]
-            imported = []
-            bulk = timed(lambda: imported.append(pipeline.import_lineages(dirs)))
-            if imported[0].failed:
-                raise RuntimeError(f"bulk import failed: {imported[0].failed[:3]}")
-            bulk_reload = timed(pipeline.reload_pending)
-
-            deploy, deploy_reload, renew, renew_reload, hook_runs = [], [], [], [], []
-            config_dir = str(base / "letsencrypt")
-            hook.install_hooks(config_dir)
-            issuer = Issuer()
-            for k in range(repeat):
-                extra = pool / f"x{k}"
-                (live / f"x{k}").symlink_to(extra, target_is_directory=True)
-                where = live / f"x{k}"
-                request = Request(CertFiles(str(where / "privkey.pem"), str(where / "fullchain.pem")),
-                                  (f"mail.x{k}.test",))  # fmt: skip
-                deploy.append(timed(lambda r=request: pipeline.deploy([r])))  # type: ignore[misc]
-                deploy_reload.append(timed(pipeline.reload_pending))
-                issuer.issue(renewed, lineage_name(0))
-                renew.append(timed(lambda: pipeline.refresh(str(renewed))))
-                renew_reload.append(timed(pipeline.reload_pending))
-                issuer.issue(renewed, lineage_name(0))
-                hook_runs.append(timed(lambda: run_deploy_hook(config_dir, renewed)))
-                pipeline.reload_pending()
-
-            expected = {
-                lineage_name(i): leaf_fingerprint(pool / f"d{i}" / "fullchain.pem") for i in range(size)
-            }
-            expected[lineage_name(0)] = leaf_fingerprint(renewed / "fullchain.pem")
-            memory = config_process_memory(dovecot)
-            smtps = served_count(postfix.ports["smtps"], SERVICES["smtps"][1], expected)
-            imaps = served_count(dovecot.ports["imaps"], SERVICES["imaps"][1], expected)
-            limit = dovecot_module.own_limit_mb((dovecot.conf_d / "99-mailstack-sni.conf").read_bytes())
+            self.dovecot.stop()
         finally:
             try:
-                dovecot.stop()
+                self.postfix.stop()
             finally:
-                postfix.stop()
-    return {
-        "names": f"{size:,}",
-        "bulk import": f"{bulk:.2f}",
-        "+ reload": f"{bulk_reload:.2f}",
-        "deploy 1": f"{statistics.median(deploy):.3f}",
-        "+ reload ": f"{statistics.median(deploy_reload):.2f}",
-        "renew 1": f"{statistics.median(renew):.3f}",
-        "+ reload  ": f"{statistics.median(renew_reload):.2f}",
-        "hook 1": f"{statistics.median(hook_runs):.3f}",
-        "config MB peak/rss": memory,
-        "vsz_limit": f"{limit}M" if limit else "default",
-        "smtps served": f"{smtps}/{size}",
-        "imaps served": f"{imaps}/{size}",
-    }
+                self.tmp.cleanup()
 
 
 def print_table(rows: List[Dict[str, str]]) -> None:
@@ -252,11 +272,25 @@ def main() -> int:
     pool = Path(args.pool)
     print(f"making lineages in {pool} (once) ...", file=sys.stderr)
     fill_pool(pool, max(sizes), args.repeat)
-    rows = []
-    for size in sizes:
-        print(f"N = {size:,} ...", file=sys.stderr)
-        rows.append(measure(size, pool, args.repeat, args.map_type))
-        print_table(rows)  # so far, in case a larger size is interrupted
+    # Every host runs side by side and the one-lineage runs take turns (one of each size per round,
+    # the order reversed every other round): the ratio between sizes compares runs made under the
+    # same machine conditions, not minutes apart.
+    hosts: List[Host] = []
+    try:
+        for size in sizes:
+            print(f"N = {size:,}: importing ...", file=sys.stderr)
+            hosts.append(Host(size, pool, args.map_type))
+            hosts[-1].start()
+        issuer = Issuer()
+        for k in range(args.repeat):
+            print(f"one-lineage runs, round {k + 1} of {args.repeat} ...", file=sys.stderr)
+            for host in hosts if k % 2 == 0 else reversed(hosts):
+                host.step(k, issuer)
+        rows = [host.row() for host in hosts]
+    finally:
+        for host in hosts:
+            host.stop()
+    print_table(rows)
     print()
     print(f"times in seconds (medians of {args.repeat} for the one-lineage columns); "
           f"config MB = Dovecot's config process, peak virtual / resident")  # fmt: skip
