@@ -48,6 +48,10 @@ class State:
     #: SHA-256 of each Postfix table's source as last written or checked, by table: while the live
     #: file still has it, the entries that change are edited into it instead of rendering them all.
     postfix_sources: List[str] = field(default_factory=list)
+    #: The directory every lineage is right in (certbot's live/) with its identity, as of a listing
+    #: that found each of them there (pipeline._missing): while it keeps that identity, no lineage
+    #: directory was removed. "" for none.
+    lineage_dir: str = ""
 
     def to_json(self, generation: int = 0) -> str:
         """The whole state: a snapshot (see StateStore) of ``generation``."""
@@ -79,6 +83,7 @@ class State:
             "default_chain_before": self.default_chain_before,
             "dovecot_dropin": self.dovecot_dropin,
             "postfix_sources": self.postfix_sources,
+            "lineage_dir": self.lineage_dir,
         }
 
     @classmethod
@@ -89,14 +94,8 @@ class State:
     def from_doc(cls, doc: Dict[str, Any], where: str, lineages: Optional[Lineages] = None) -> State:
         """The state a parsed snapshot holds; or, given ``lineages`` (a snapshot's with a journal's
         rows applied), the one a parsed journal holds."""
+        lineages = _lineages_of(doc, where) if lineages is None else lineages
         try:
-            version = doc.get("version")
-            if lineages is None and version == STATE_VERSION:
-                lineages = _lineages_from_rows(doc["lineages"])
-            elif lineages is None and version == 1:  # written by 0.1: an object per lineage id
-                lineages = Lineages(_lineages_from_objects(doc["lineages"]))
-            elif lineages is None:
-                raise ValueError(f"unknown version {version!r}")
             return cls(
                 options={str(k): str(v) for k, v in doc.get("options", {}).items()},
                 plan=Plan(lineages),
@@ -108,9 +107,23 @@ class State:
                 default_chain_before=_optional_str(doc.get("default_chain_before")),
                 dovecot_dropin=str(doc.get("dovecot_dropin", "")),
                 postfix_sources=[str(s) for s in doc.get("postfix_sources", [])],
+                lineage_dir=str(doc.get("lineage_dir", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _damaged(where, exc) from None
+
+
+def _lineages_of(doc: Dict[str, Any], where: str) -> Lineages:
+    """The lineages of a parsed snapshot."""
+    try:
+        version = doc.get("version")
+        if version == STATE_VERSION:
+            return _lineages_from_rows(doc["lineages"])
+        if version == 1:  # written by 0.1: an object per lineage id
+            return Lineages(_lineages_from_objects(doc["lineages"]))
+        raise ValueError(f"unknown version {version!r}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _damaged(where, exc) from None
 
 
 def _damaged(where: str, exc: Exception) -> MisconfiguredError:
@@ -229,21 +242,22 @@ class StateStore:
         if data is None:
             return State()
         doc = _loads(data.decode("utf-8", "replace"), self.path)
-        state = State.from_doc(doc, self.path)
+        snapshot = _lineages_of(doc, self.path)
         generation = doc.get("generation", 0)
-        self._snapshot = (fsutil.identity(self.path), generation, state.plan)
-        if journal is None:
+        entry = _loads(journal.decode("utf-8", "replace"), self.journal) if journal is not None else None
+        if entry is None or entry.get("journal_of") != generation:
+            # No journal, or that of an older snapshot (a crash before its removal).
+            state = State.from_doc(doc, self.path, snapshot)
+            self._snapshot = (fsutil.identity(self.path), generation, state.plan)
             return state
-        entry = _loads(journal.decode("utf-8", "replace"), self.journal)
-        if entry.get("journal_of") != generation:
-            return state  # the journal of an older snapshot (a crash before its removal)
+        self._snapshot = (fsutil.identity(self.path), generation, Plan(snapshot))
         try:
             rows = _lineages_from_rows(entry["lineages"])
             built = {lid: rows[lid] for lid in rows}
-            lineages = state.plan.lineages.replaced(built, [str(lid) for lid in entry["dropped"]])
+            lineages = snapshot.replaced(built, [str(lid) for lid in entry["dropped"]])
         except (ValueError, KeyError, TypeError) as exc:
             raise _damaged(self.journal, exc) from None
-        return State.from_doc(entry, self.journal, lineages)
+        return State.from_doc(entry, self.journal, lineages)  # its fields are the snapshot's since
 
     def save(self, state: State) -> None:
         self.commit(self.stage(state))

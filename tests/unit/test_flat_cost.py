@@ -14,6 +14,7 @@ from mailstack_installer.dovecot import Dovecot, render_dropin, text_digest
 from mailstack_installer.model import CertFiles, Lineage, Plan
 from mailstack_installer.pipeline import Outcome, Pipeline
 from mailstack_installer.settings import resolve
+from mailstack_installer.state import State
 
 
 def lineage_in(live: Path, name: str, *, key_dir: Path | None = None) -> Lineage:
@@ -148,3 +149,71 @@ def test_prune_finds_deleted_lineages_under_several_parents(tmp_path: Path) -> N
     pruned = Pipeline(str(tmp_path))._prune(plan, set(), Outcome())
 
     assert sorted(pruned.lineages) == sorted(lin.id for lin in kept)
+
+
+def settled(directory: Path) -> None:
+    """As if ``directory`` last changed a minute ago."""
+    past = os.stat(directory).st_mtime - 60
+    os.utime(directory, (past, past))
+
+
+def listings(monkeypatch: pytest.MonkeyPatch) -> list:
+    calls: list = []
+    real = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: calls.append(path) or real(path))
+    return calls
+
+
+def test_prune_lists_live_once_while_it_is_unchanged_and_again_when_a_lineage_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = tmp_path / "live"
+    lineages = [lineage_in(live, name) for name in ("a", "b", "c")]
+    plan = Plan({lin.id: lin for lin in lineages})
+    settled(live)
+    calls = listings(monkeypatch)
+    state = State()
+    pipeline = Pipeline(str(tmp_path))
+
+    assert pipeline._prune(plan, set(), Outcome(), state) is plan
+    assert state.lineage_dir.endswith(f":{live}/") and len(calls) == 1
+    assert pipeline._prune(plan, {lineages[0].id}, Outcome(), state) is plan  # a renewal: not listed
+    assert len(calls) == 1
+
+    shutil.rmtree(live / "b")  # certbot delete: live/ changes
+    pruned = pipeline._prune(plan, set(), Outcome(), state)
+
+    assert sorted(pruned.lineages) == [lineages[0].id, lineages[2].id]
+    assert len(calls) == 2 and state.lineage_dir == ""
+    assert pipeline._prune(pruned, set(), Outcome(), state) is pruned
+    assert len(calls) == 3 and state.lineage_dir == ""  # changed just now: not trusted yet
+    settled(live)
+    pipeline._prune(pruned, set(), Outcome(), state)
+    pipeline._prune(pruned, set(), Outcome(), state)
+    assert len(calls) == 4 and state.lineage_dir
+
+
+def test_prune_lists_again_for_a_lineage_deployed_outside_live_or_with_its_key_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = tmp_path / "live"
+    lineages = [lineage_in(live, "a"), lineage_in(live, "b")]
+    deeper = lineage_in(live / "b", "deeper")  # under a lineage directory, not right in live/
+    apart = lineage_in(live, "apart", key_dir=tmp_path / "keys")
+    settled(live)
+    state = State()
+    plan = Plan({lin.id: lin for lin in lineages})
+    Pipeline(str(tmp_path))._prune(plan, set(), Outcome(), state)
+    recorded = state.lineage_dir
+    assert recorded
+    calls = listings(monkeypatch)
+
+    for odd in (deeper, apart):
+        state.lineage_dir = recorded
+        Pipeline(str(tmp_path))._prune(plan.with_lineage(odd), {odd.id}, Outcome(), state)
+        assert state.lineage_dir == ""  # never trusted while such a lineage is deployed
+    assert len(calls) == 2
+
+    os.unlink(apart.files.key)  # what only a lookup of its own finds
+    pruned = Pipeline(str(tmp_path))._prune(plan.with_lineage(apart), set(), Outcome(), state)
+    assert apart.id not in pruned.lineages
