@@ -217,6 +217,7 @@ class Postfix:
         text (a few searches, however large it is); one that does not (edited by hand, restored,
         or the layout changed) is rendered from the plan and built if it differs, so what is live
         always ends up as the plan says. A table whose file is missing is built from its source.
+        A table without edits is not read: a hand edit of its source shows when it next has some.
         """
         edits = table_edits(before, plan, changed, layout) if layout == before_layout else None
         texts: Dict[int, str] = {}
@@ -224,6 +225,11 @@ class Postfix:
         lives: List[Optional[bytes]] = []
         rendered: List[int] = []
         for index, source in enumerate(layout.sources()):
+            untouched = edits is not None and index not in edits and index < len(recorded)
+            if untouched and recorded[index] and os.path.exists(self.table_of(source)):
+                digests.append(recorded[index])
+                lives.append(None)
+                continue
             live = fsutil.read_or_none(source)
             lives.append(live)
             live_text = live.decode("utf-8", "replace") if live is not None else ""
