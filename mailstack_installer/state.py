@@ -91,14 +91,14 @@ class State:
         return cls.from_doc(_loads(text, where), where)
 
     @classmethod
-    def from_doc(cls, doc: Dict[str, Any], where: str, lineages: Optional[Lineages] = None) -> State:
-        """The state a parsed snapshot holds; or, given ``lineages`` (a snapshot's with a journal's
-        rows applied), the one a parsed journal holds."""
-        lineages = _lineages_of(doc, where) if lineages is None else lineages
+    def from_doc(cls, doc: Dict[str, Any], where: str, plan: Optional[Plan] = None) -> State:
+        """The state a parsed snapshot holds; or, given the ``plan`` of a snapshot with a journal's
+        lineages applied, the one a parsed journal holds."""
+        plan = Plan(_lineages_of(doc, where)) if plan is None else plan
         try:
             return cls(
                 options={str(k): str(v) for k, v in doc.get("options", {}).items()},
-                plan=Plan(lineages),
+                plan=plan,
                 pending_reload={str(s) for s in doc.get("pending_reload", [])},
                 unconfirmed={str(s) for s in doc.get("unconfirmed", [])},
                 postfix_tables=_table_count(doc.get("postfix_tables", 1)),
@@ -197,6 +197,12 @@ def _optional_str(value: Any) -> Optional[str]:
 #: A journal holds at most this many lineages; a save that changes more writes a snapshot.
 JOURNAL_MAX = 256
 
+#: The snapshot last parsed in this process, by path: (its bytes, the parsed document, its plan).
+#: certbot renews hundreds of lineages in one process (a new installer for each): while the
+#: snapshot's bytes are the same, a run reuses the parse and the plan's name index instead of
+#: reading 10,000 lineages again. Plans are never changed once made, so sharing one is safe.
+_PARSED: Dict[str, Tuple[bytes, Dict[str, Any], Plan]] = {}
+
 
 @dataclass(frozen=True)
 class Staged:
@@ -241,23 +247,29 @@ class StateStore:
         self._snapshot = None
         if data is None:
             return State()
-        doc = _loads(data.decode("utf-8", "replace"), self.path)
-        snapshot = _lineages_of(doc, self.path)
+        doc, snapshot = self._parsed(data)
         generation = doc.get("generation", 0)
+        self._snapshot = (fsutil.identity(self.path), generation, snapshot)
         entry = _loads(journal.decode("utf-8", "replace"), self.journal) if journal is not None else None
         if entry is None or entry.get("journal_of") != generation:
             # No journal, or that of an older snapshot (a crash before its removal).
-            state = State.from_doc(doc, self.path, snapshot)
-            self._snapshot = (fsutil.identity(self.path), generation, state.plan)
-            return state
-        self._snapshot = (fsutil.identity(self.path), generation, Plan(snapshot))
+            return State.from_doc(doc, self.path, snapshot)
         try:
             rows = _lineages_from_rows(entry["lineages"])
-            built = {lid: rows[lid] for lid in rows}
-            lineages = snapshot.replaced(built, [str(lid) for lid in entry["dropped"]])
+            plan = snapshot.with_changes({lid: rows[lid] for lid in rows}, map(str, entry["dropped"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise _damaged(self.journal, exc) from None
-        return State.from_doc(entry, self.journal, lineages)  # its fields are the snapshot's since
+        return State.from_doc(entry, self.journal, plan)  # fields: the journal's
+
+    def _parsed(self, data: bytes) -> Tuple[Dict[str, Any], Plan]:
+        """The parsed snapshot ``data`` and its plan: parsed now, or as when these bytes were last."""
+        cached = _PARSED.get(self.path)
+        if cached is not None and cached[0] == data:
+            return cached[1], cached[2]
+        doc = _loads(data.decode("utf-8", "replace"), self.path)
+        plan = Plan(_lineages_of(doc, self.path))
+        _PARSED[self.path] = (data, doc, plan)
+        return doc, plan
 
     def save(self, state: State) -> None:
         self.commit(self.stage(state))

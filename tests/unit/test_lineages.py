@@ -13,6 +13,7 @@ from typing import Dict, List
 
 import pytest
 
+from mailstack_installer import state as state_module
 from mailstack_installer.model import CertFiles, Lineage, Lineages, Plan
 from mailstack_installer.state import State, StateStore
 
@@ -95,10 +96,36 @@ def test_a_loaded_plan_saved_again_keeps_its_rows_and_its_changes(tmp_path) -> N
     state.plan = state.plan.with_lineage(lineage(400)).without(["/le/live/l5"])
     store.save(state)  # a journal over the snapshot
     assert (tmp_path / "mailstack" / "state.journal").exists()
+    state_module._PARSED.clear()  # as in a process of its own
     loaded = store.load()
     assert "/le/live/l5" not in loaded.plan.lineages and "/le/live/l400" in loaded.plan.lineages
     assert len(loaded.plan.lineages) == 300
     assert loaded.plan.serving_of("mail.l400.test") == (lineage(400),)
     assert loaded.plan.serving_of("mail.l6.test") == (lineage(6),)
-    assert loaded.plan.lineages._built.keys() == {"/le/live/l6"}  # no other row was built
+    # Built: the one asked about, and the dropped one (its names leave the name index); no other.
+    assert loaded.plan.lineages._built.keys() == {"/le/live/l5", "/le/live/l6"}
     assert loaded.plan == state.plan
+
+
+def test_a_snapshot_parsed_once_is_reused_while_its_bytes_are_the_same(tmp_path) -> None:
+    """certbot renews many lineages in one process, each with a new installer (and store)."""
+    plan = Plan({lin.id: lin for lin in (lineage(i) for i in range(300))})
+    StateStore(str(tmp_path)).save(State(plan=plan))
+    store = StateStore(str(tmp_path))
+    first = store.load()
+    first.plan.serving_of("mail.l1.test")  # builds the name index
+    first.unconfirmed.add("/le/live/l1")
+    first.plan = first.plan.with_lineage(lineage(1, "renewed"))
+    store.save(first)  # a journal: the snapshot's bytes stay
+
+    second = StateStore(str(tmp_path)).load()
+
+    assert second.plan.lineages._rows is first.plan.lineages._rows  # not parsed again
+    assert "_by_name" in second.plan.__dict__  # the index derived, not built again
+    assert second.plan.serving_of("mail.l1.test") == (lineage(1, "renewed"),)
+    assert second.unconfirmed == {"/le/live/l1"}
+    path = tmp_path / "mailstack" / "state.json"
+    path.write_bytes(path.read_bytes().replace(b"mail.l2.test", b"mail.l2.tesu"))  # same size
+    third = StateStore(str(tmp_path)).load()
+    assert third.plan.lineages._rows is not first.plan.lineages._rows
+    assert third.plan.serving_of("mail.l2.tesu") and not third.plan.serving_of("mail.l2.test")
