@@ -7,8 +7,13 @@ runs it (a process of its own: interpreter start and imports included), the memo
 config process, and how many of the N names Postfix (smtps) and Dovecot (imaps) serve with their
 own certificate, judged by TLS handshakes.
 
+"deploy 1" and "renew 1" run in one process one after another, as certbot's deploy_cert and
+renew_deploy do in one certbot run: the state the first deployment read is reused while unchanged.
+"renew 1 cold" is a renewal that reads the state from disk, as the first deployment of a process.
+
 The hosts of every size run side by side, and the one-lineage runs take turns between them, so the
 ratio of two sizes compares runs made under the same conditions (a noisy machine moves both).
+Deployments come first, then renewals, then the hook, each as a series, as in a certbot run.
 
     .venv/bin/python scripts/benchmark.py [--sizes 10,100,1000,10000] [--repeat 5] [--map-type hash]
 
@@ -42,6 +47,7 @@ from cryptography.x509.oid import NameOID
 
 from mailstack_installer import dovecot as dovecot_module
 from mailstack_installer import hook
+from mailstack_installer import state as state_module
 from mailstack_installer.model import CertFiles
 from mailstack_installer.pipeline import Pipeline, Request
 from mailstack_installer.probe import SERVICES, ProbeError, served_certificate
@@ -169,8 +175,9 @@ class Host:
         self.live = base / "letsencrypt" / "live"
         self.postfix, self.dovecot = PostfixInstance(base / "pf"), DovecotInstance(base / "dc")
         self.renewed = self.live / "d0"  # renewed in place: a real directory, not the pool's
-        self.times: Dict[str, List[float]] = {"deploy": [], "deploy reload": [], "renew": [],
-                                              "renew reload": [], "hook": []}  # fmt: skip
+        self.times: Dict[str, List[float]] = {
+            key: [] for key in ("deploy", "deploy reload", "renew", "renew reload", "renew cold", "hook")
+        }
         self.bulk = self.bulk_reload = 0.0
 
     def start(self) -> None:
@@ -197,22 +204,32 @@ class Host:
         self.bulk_reload = timed(self.pipeline.reload_pending)
         hook.install_hooks(self.config_dir)
 
-    def step(self, k: int, issuer: Issuer) -> None:
-        """One of each one-lineage run: deploy the new lineage x{k}, renew d0, and run the deploy
-        hook for d0 renewed again; each followed by the reload (timed apart)."""
+    def deploy(self, k: int, issuer: Issuer) -> None:
+        """Deploy the new lineage x{k} (certbot has just made its directory), then reload."""
         (self.live / f"x{k}").symlink_to(self.pool / f"x{k}", target_is_directory=True)
         where = self.live / f"x{k}"
         files = CertFiles(str(where / "privkey.pem"), str(where / "fullchain.pem"))
         request = Request(files, (f"mail.x{k}.test",))
-        pipeline, times = self.pipeline, self.times
-        times["deploy"].append(timed(lambda: pipeline.deploy([request])))
-        times["deploy reload"].append(timed(pipeline.reload_pending))
+        self.times["deploy"].append(timed(lambda: self.pipeline.deploy([request])))
+        self.times["deploy reload"].append(timed(self.pipeline.reload_pending))
+
+    def renew(self, k: int, issuer: Issuer) -> None:
+        """Renew d0 and redeploy it, as certbot's renew_deploy does in a renew run (the state read
+        by the run's first deployment reused), then reload; then once more as the first deployment
+        of a process (the state read from disk), and reload."""
         issuer.issue(self.renewed, lineage_name(0))
-        times["renew"].append(timed(lambda: pipeline.refresh(str(self.renewed))))
-        times["renew reload"].append(timed(pipeline.reload_pending))
+        self.times["renew"].append(timed(lambda: self.pipeline.refresh(str(self.renewed))))
+        self.times["renew reload"].append(timed(self.pipeline.reload_pending))
         issuer.issue(self.renewed, lineage_name(0))
-        times["hook"].append(timed(lambda: run_deploy_hook(self.config_dir, self.renewed)))
-        pipeline.reload_pending()
+        state_module._PARSED.clear()  # as in a process of its own
+        self.times["renew cold"].append(timed(lambda: self.pipeline.refresh(str(self.renewed))))
+        self.pipeline.reload_pending()
+
+    def hook(self, k: int, issuer: Issuer) -> None:
+        """Run the installed deploy hook for d0 renewed, as certbot runs it, then reload."""
+        issuer.issue(self.renewed, lineage_name(0))
+        self.times["hook"].append(timed(lambda: run_deploy_hook(self.config_dir, self.renewed)))
+        self.pipeline.reload_pending()
 
     def row(self) -> Dict[str, str]:
         """The table row: the times, and what the daemons serve now (by handshakes)."""
@@ -233,6 +250,7 @@ class Host:
             "+ reload ": f"{median['deploy reload']:.2f}",
             "renew 1": f"{median['renew']:.3f}",
             "+ reload  ": f"{median['renew reload']:.2f}",
+            "renew 1 cold": f"{median['renew cold']:.3f}",
             "hook 1": f"{median['hook']:.3f}",
             "config MB peak/rss": memory,
             "vsz_limit": f"{limit}M" if limit else "default",
@@ -282,10 +300,11 @@ def main() -> int:
             hosts.append(Host(size, pool, args.map_type))
             hosts[-1].start()
         issuer = Issuer()
-        for k in range(args.repeat):
-            print(f"one-lineage runs, round {k + 1} of {args.repeat} ...", file=sys.stderr)
-            for host in hosts if k % 2 == 0 else reversed(hosts):
-                host.step(k, issuer)
+        for phase in (Host.deploy, Host.renew, Host.hook):
+            print(f"one-lineage runs: {phase.__name__} ...", file=sys.stderr)
+            for k in range(args.repeat):
+                for host in hosts if k % 2 == 0 else reversed(hosts):
+                    phase(host, k, issuer)
         rows = [host.row() for host in hosts]
     finally:
         for host in hosts:
@@ -295,7 +314,7 @@ def main() -> int:
     print(f"times in seconds (medians of {args.repeat} for the one-lineage columns); "
           f"config MB = Dovecot's config process, peak virtual / resident")  # fmt: skip
     first, last = rows[0], rows[-1]
-    for column in ("deploy 1", "renew 1", "hook 1"):
+    for column in ("deploy 1", "renew 1", "renew 1 cold", "hook 1"):
         ratio = float(last[column]) / float(first[column])
         print(f"{column}: {ratio:.2f}x from N = {first['names']} to N = {last['names']}")
     return 0
