@@ -373,13 +373,10 @@ class Plan:
     def without(self, lineage_ids: Iterable[str]) -> Plan:
         return self._changed({}, lineage_ids)
 
-    def with_replaced(self, lineages: Iterable[Lineage]) -> Plan:
-        """A new plan where ``lineages`` replace those of their ids as they are (no name moves)."""
-        return self._changed({lin.id: lin for lin in lineages}, ())
-
-    def with_changes(self, lineages: Mapping[str, Lineage], dropped: Iterable[str]) -> Plan:
-        """A new plan where ``lineages`` replace or add those of their ids as they are and the
-        ``dropped`` ids are taken out: a state's journal applied to its snapshot's plan."""
+    def with_changes(self, lineages: Mapping[str, Lineage], dropped: Iterable[str] = ()) -> Plan:
+        """A new plan where ``lineages`` replace or add those of their ids as they are (no name
+        moves) and the ``dropped`` ids are taken out: e.g. a state's journal applied to its
+        snapshot's plan."""
         return self._changed(dict(lineages), dropped)
 
     def _changed(self, lineages: Dict[str, Lineage], dropped: Iterable[str]) -> Plan:

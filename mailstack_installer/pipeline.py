@@ -709,7 +709,7 @@ def _typed(plan: Plan, incoming: Sequence[Lineage]) -> Plan:
     unknown = [lin for lin in sharing if not lin.key_type and lin.id not in ids]
     typed = [lin._replace(key_type=key_type_of_file(lin.files.key)) for lin in unknown]
     typed = [lin for lin in typed if lin.key_type]
-    return plan.with_replaced(typed) if typed else plan
+    return plan.with_changes({lin.id: lin for lin in typed}) if typed else plan
 
 
 def _stamps(
