@@ -414,23 +414,24 @@ class Dovecot:
             (bool(written) and text_digest(current or b"") == written)
             or text == render_dropin(before, syntax, own_limit_mb(current), default=before_default)
         )
+        live_limit = own_limit_mb(current)
         clear_alt = (len(as_serving(before_default)) > 1, len(as_serving(default)) > 1)
         lineage_ids = set(changed) | set(plan.lineages.changes_from(before.lineages)[1])
         spliced = _splice(text, before, plan, lineage_ids, syntax, clear_alt) if text and ours else None
         if spliced is None:
             exact, wild = _sections(plan, syntax)
             blocks = len(exact) + len(wild)
-            limit = self.config_limit(plan, syntax, blocks)
+            limit = self._limit_for(syntax, blocks, live_limit)
             new_text = _render(exact, wild, syntax, limit, default)
         else:
             body, blocks = spliced
-            limit = self.config_limit(plan, syntax, blocks)
+            limit = self._limit_for(syntax, blocks, live_limit)
             new_text = _head(syntax, limit, default) + body
         if not ours:
-            return Rendered(new_text, new_text, limit, blocks, own_limit_mb(current))
+            return Rendered(new_text, new_text, limit, blocks, live_limit)
         subset = Plan({lid: plan.lineages[lid] for lid in changed if lid in plan.lineages})
         check = render_dropin(subset, syntax, limit, default=default)
-        return Rendered(new_text, check, limit, blocks, own_limit_mb(current))
+        return Rendered(new_text, check, limit, blocks, live_limit)
 
     # -- the config process's memory (Dovecot 2.3) ------------------------------------------------
 
@@ -441,10 +442,13 @@ class Dovecot:
         what the blocks need, rounded up to a power of two: it changes rarely, and a change that
         must come before the blocks it serves (see needs_limit_first) is rarer still.
         """
+        blocks = block_count(plan, syntax) if blocks is None else blocks
+        return self._limit_for(syntax, blocks, own_limit_mb(self.current()))
+
+    def _limit_for(self, syntax: str, blocks: int, own: Optional[int]) -> Optional[int]:
+        """config_limit for ``blocks`` blocks, where the live drop-in sets ``own``."""
         if syntax != "2.3":
             return None
-        blocks = block_count(plan, syntax) if blocks is None else blocks
-        own = own_limit_mb(self.current())
         with_headroom = required_limit_mb(blocks * 3 // 2)
         if with_headroom <= (own or DEFAULT_LIMIT_MB):
             return own

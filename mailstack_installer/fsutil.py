@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import tempfile
+import time
 from typing import Dict, Optional, Sequence, Set
 
 from .constants import HEADER
@@ -25,6 +26,21 @@ def identity(path: str) -> str:
         info = os.stat(path)
     except FileNotFoundError:
         return ""
+    return _identity(info)
+
+
+def settled_identity(path: str, seconds: float) -> str:
+    """identity(), or "" if the file changed in the last ``seconds`` or cannot be read: a change
+    within one tick of the file system's clock keeps the mtime, so only an identity that had
+    been still for a while tells that nothing changed since."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    return _identity(info) if time.time() - info.st_mtime >= seconds else ""
+
+
+def _identity(info: os.stat_result) -> str:
     return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
 
 

@@ -241,15 +241,17 @@ class Lineages(Mapping[str, Lineage]):
         layout), read from the rows (no lineage is built)."""
         over = self._over
         apart = [
-            (lid, row[0]) for lid, row in self._rows.items() if not _in_dir(row[0], lid) and lid not in over
+            (lid, row[0])
+            for lid, row in self._rows.items()
+            if not in_directory(row[0], lid) and lid not in over
         ]
         for lid, lineage in over.items():
-            if lineage is not None and not _in_dir(lineage.files.key, lid):
+            if lineage is not None and not in_directory(lineage.files.key, lid):
                 apart.append((lid, lineage.files.key))
         return apart
 
 
-def _in_dir(path: str, directory: str) -> bool:
+def in_directory(path: str, directory: str) -> bool:
     """Whether ``path`` names a file right in ``directory`` (both absolute and normalised)."""
     return path.rfind("/") == len(directory) and path.startswith(directory)
 

@@ -11,7 +11,6 @@ import contextlib
 import gc
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
@@ -22,7 +21,7 @@ from .dovecot import Dovecot, Rendered, render_dropin
 from .errors import CommandError, InputError, MailstackError, MisconfiguredError
 from .fsutil import text_digest
 from .maptables import Layout, tables_for
-from .model import CertFiles, Lineage, Plan, Serving, as_serving
+from .model import CertFiles, Lineage, Plan, Serving, as_serving, in_directory
 from .names import normalize_name, probe_name
 from .postfix import Candidate, Postfix, chain_value, same_chain
 from .previous import Previous
@@ -633,9 +632,8 @@ class Pipeline:
         dovecot.wait_for_limit(dropin.limit_mb)
 
 
-#: A directory's identity says that no entry was removed since it was recorded only if the
-#: directory had not changed for this long by then: a change within one tick of the file system's
-#: clock would keep its mtime.
+#: How long the lineages' directory must have been still for its identity to be recorded
+#: (fsutil.settled_identity).
 SETTLED = 2.0
 
 
@@ -659,12 +657,12 @@ def _missing(plan: Plan, keep: Set[str], seen: str = "") -> Tuple[Set[str], str]
     if seen and _unchanged(seen, incoming):
         return set(), seen
     every = lineages.ids()
-    ids = every - keep
     if not every:
         return set(), ""
+    ids = every - keep
     shared = os.path.commonpath([min(every), max(every)])  # every id lies between them
     head = shared.rstrip("/") + "/"  # paths are absolute (names.check_path)
-    stamp = _settled_identity(head)
+    stamp = fsutil.settled_identity(head, SETTLED)
     try:
         listed = {head + entry for entry in os.listdir(head)}
     except OSError:
@@ -680,23 +678,12 @@ def _missing(plan: Plan, keep: Set[str], seen: str = "") -> Tuple[Set[str], str]
 def _unchanged(seen: str, incoming: Sequence[Lineage]) -> bool:
     """Whether the directory recorded in ``seen`` has its identity still, and each lineage in
     ``incoming`` is right in it with its key beside its chain (else a later listing could miss it)."""
-    *fields, head = seen.split(":", 4)  # see _settled_identity
-    identity = ":".join(fields)
+    *fields, head = seen.split(":", 3)  # "<fsutil.identity>:<head>", as _missing records it
+    directory = head.rstrip("/")
     for lineage in incoming:
-        if lineage.id.rpartition("/")[0] + "/" != head or lineage.files.key.rpartition("/")[0] != lineage.id:
+        if not (in_directory(lineage.id, directory) and in_directory(lineage.files.key, lineage.id)):
             return False
-    return identity == _settled_identity(head)
-
-
-def _settled_identity(directory: str) -> str:
-    """The directory's identity (fsutil.identity), or "" if it changed in the last SETTLED seconds."""
-    try:
-        info = os.stat(directory)
-    except OSError:
-        return ""
-    if time.time() - info.st_mtime < SETTLED:
-        return ""
-    return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+    return ":".join(fields) == fsutil.settled_identity(head, SETTLED)
 
 
 def _typed(plan: Plan, incoming: Sequence[Lineage]) -> Plan:

@@ -162,8 +162,7 @@ def _lineages_from_rows(rows: List[Any]) -> Lineages:
             if type(row) is not list or len(row) < 5 or any(type(f) is not str for f in row)
         )
         raise ValueError(f"lineage entry {str(bad)[:80]} is not [key, fullchain, digest, key type, name...]")
-    # The id is the full chain's directory (lineage_id_of, called for the odd path only).
-    return Lineages.from_rows({(row[1].rpartition("/")[0] or lineage_id_of(row[1])): row for row in rows})
+    return Lineages.from_rows({lineage_id_of(row[1]): row for row in rows})
 
 
 def _all_strings(rows: List[List[Any]]) -> bool:
