@@ -45,11 +45,14 @@ class Rendered:
     live_limit_mb: Optional[int] = None
 
 
-#: Dovecot 2.3's config process holds every ``local_name`` block with its files' contents: about
-#: 130 KB resident each (FACTS §3.3); its ``service config { vsz_limit }`` defaults to 256 MB.
-#: Its address space grows in doubling pools, so the limit must allow about twice the resident
-#: size: 10,000 blocks of certbot-sized files ran out of memory under 2 GB (scripts/benchmark.py).
-BLOCK_KB = 320
+#: The config process holds every ``local_name`` block; ``service config { vsz_limit }`` defaults
+#: to 256 MB. Its address space grows in doubling pools, so the estimate per block is about twice
+#: the resident size. 2.3 keeps each block's files' contents: about 130 KB resident each (FACTS
+#: §3.3); 10,000 blocks of certbot-sized files ran out of memory under 2 GB (scripts/benchmark.py).
+#: 2.4 keeps one binary config: on Debian 13 (Dovecot 2.4.1) 10,002 one-name blocks took its peak
+#: address space from 61 to 215 MB (about 10 KB resident and 15.4 KB of address space per block),
+#: and 20,006 blocks failed under 256 MB (block_alloc(134217728)) and served under 2 GB.
+BLOCK_KB = {"2.3": 320, "2.4": 24}
 BASE_MB = 64
 DEFAULT_LIMIT_MB = 256
 
@@ -156,14 +159,36 @@ def _cert_settings(serving: Serving, syntax: str, indent: str, clear_alt: bool =
     return out
 
 
+_LOCAL_NAME = re.compile(r'^\s*local_name\s+"?([^"{]*?)"?\s*\{(.*?)^\s*\}', re.M | re.S)
+#: A certificate setting of either syntax, primary or alternative, and the path it names.
+_CERT_SETTING = re.compile(
+    r"^[ \t]*(ssl_(?:alt_)?cert[ \t]*=[ \t]*<|ssl_server_(?:alt_)?cert_file[ \t]*=)[ \t]*(\S+)", re.M
+)
+
+
+def parse_dropin(text: str) -> Dict[str, List[str]]:
+    """The drop-in's ``local_name`` blocks as {name: [fullchain, alternative fullchain]}, for
+    either syntax (the reverse of _block_text): 2.3 serves a name from the first block that
+    matches it, 2.4 from the last, and the blocks' own settings tell which one wrote them."""
+    entries: Dict[str, List[str]] = {}
+    for match in _LOCAL_NAME.finditer(text):
+        found = _CERT_SETTING.findall(match.group(2))
+        chains = [path for _, path in found]
+        last_wins = any(setting.startswith("ssl_server_") for setting, _ in found)
+        for name in match.group(1).split():
+            if last_wins or name.lower() not in entries:
+                entries[name.lower()] = chains
+    return entries
+
+
 def block_count(plan: Plan, syntax: str = "2.3") -> int:
     exact, wild = _sections(plan, syntax)
     return len(exact) + len(wild)
 
 
-def required_limit_mb(blocks: int) -> int:
-    """Address space the 2.3 config process needs for ``blocks`` blocks, with some margin."""
-    return BASE_MB + (blocks * BLOCK_KB + 1023) // 1024
+def required_limit_mb(blocks: int, syntax: str = "2.3") -> int:
+    """Address space the config process needs for ``blocks`` blocks, with some margin."""
+    return BASE_MB + (blocks * BLOCK_KB[syntax] + 1023) // 1024
 
 
 def render_dropin(
@@ -322,6 +347,22 @@ def glob_matches(pattern: str, path: str) -> bool:
     return True
 
 
+def doveconf_values(conf: str, names: Sequence[str]) -> Dict[str, str]:
+    """Settings of the configuration ``conf`` as {name: value} ("" where Dovecot prints none).
+
+    ``doveconf NAME`` prints ``NAME = value`` on 2.3 and 2.4; ``doveconf -h`` is not used because
+    Dovecot 2.4.1 sometimes refuses it with "Multiple settings matched with -h parameter" (seen on
+    Debian 13 for ``base_dir``, ``listen`` and ``default_vsz_limit``).
+    """
+    out = runner.run(["doveconf", "-c", conf, *names]).stdout
+    found = dict.fromkeys(names, "")
+    for line in out.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep and key in found:
+            found[key] = value.strip()
+    return found
+
+
 def _included_files(conf: str, depth: int = 0) -> Iterator[Tuple[str, str]]:
     """(including file, absolute include pattern) for every ``!include`` reachable from ``conf``."""
     if depth > 8:
@@ -433,30 +474,31 @@ class Dovecot:
         check = render_dropin(subset, syntax, limit, default=default)
         return Rendered(new_text, check, limit, blocks, live_limit)
 
-    # -- the config process's memory (Dovecot 2.3) ------------------------------------------------
+    # -- the config process's memory ---------------------------------------------------------------
 
     def config_limit(self, plan: Plan, syntax: str, blocks: Optional[int] = None) -> Optional[int]:
         """The ``service config { vsz_limit }`` (MB) the drop-in should set, or None for none.
 
-        The limit is raised before it is needed (when 1.5 times the blocks would not fit) to twice
-        what the blocks need, rounded up to a power of two: it changes rarely, and a change that
-        must come before the blocks it serves (see needs_limit_first) is rarer still.
+        A reload needs room for two configurations at once: the running config process parses the
+        new one while it holds the old (on Debian 13 every reload of 10,002 blocks ran out of
+        memory under 256 MB, where a start took 215 MB). The limit is raised before it is needed
+        (when a reload after the blocks grew by half would not fit) to twice what the blocks need,
+        rounded up to a power of two: it changes rarely, and the reload that must bring it before
+        the blocks it serves (see limit_step) then still fits under the old limit.
         """
         blocks = block_count(plan, syntax) if blocks is None else blocks
         return self._limit_for(syntax, blocks, own_limit_mb(self.current()))
 
     def _limit_for(self, syntax: str, blocks: int, own: Optional[int]) -> Optional[int]:
         """config_limit for ``blocks`` blocks, where the live drop-in sets ``own``."""
-        if syntax != "2.3":
-            return None
-        with_headroom = required_limit_mb(blocks * 3 // 2)
+        with_headroom = required_limit_mb(blocks * 3, syntax)  # a reload: 1.5 times, twice over
         if with_headroom <= (own or DEFAULT_LIMIT_MB):
             return own
         base = self.base_limit_mb()
         if base is None or with_headroom <= base:
             return None  # the administrator's own limit (or none at all) is enough
         limit = 1024
-        while limit < 2 * required_limit_mb(blocks):
+        while limit < 2 * required_limit_mb(blocks, syntax):
             limit *= 2
         logger.info(
             "raising Dovecot's config process memory limit to %d MB in %s for %d local_name blocks",
@@ -469,26 +511,31 @@ class Dovecot:
     def base_limit_mb(self) -> Optional[int]:
         """The config service's limit without this package's drop-in (None: unlimited)."""
         with self.settings_conf() as conf:
-            lines = runner.run(
-                ["doveconf", "-c", conf, "-h", "service/config/vsz_limit", "default_vsz_limit"]
-            ).stdout.splitlines()
-        own, default = [*lines, "", ""][:2]
-        if own.strip() == "18446744073709551615 B":  # not set for the service: the default applies
-            own = default
+            values = doveconf_values(conf, ["service/config/vsz_limit", "default_vsz_limit"])
+        own = values["service/config/vsz_limit"]
+        if own in ("", "18446744073709551615 B"):  # not set for the service (2.4: not printed)
+            own = values["default_vsz_limit"]
         return parse_size_mb(own) if own.strip() != "0" else None
 
-    def needs_limit_first(self, new_limit: Optional[int], blocks: int) -> bool:
-        """Whether the running config process must get ``new_limit`` before the blocks grow: on a
-        reload it parses the new file under the limit it already has (FACTS §3.3). That limit is
-        read from the running process; the files may hold a larger one not yet reloaded."""
+    def limit_step(self, new_limit: Optional[int], blocks: int) -> Optional[str]:
+        """How the running config process gets ``new_limit`` before the drop-in grows to ``blocks``
+        blocks: None (not needed), "reload" (the running process parses the live blocks again under
+        its own limit and passes the new one on), or "restart" (a reload of the live blocks would
+        not fit under the running limit: only a new master starts the config process with the
+        new one). The running limit is read from the process; the files may hold a larger one
+        not yet reloaded."""
         if new_limit is None or not self.is_running():
-            return False
+            return None
         running = self.running_limit_mb(wait=3.0)
         if running is None:  # cannot look: assume the files are in force
             running = own_limit_mb(self.current()) or self.base_limit_mb() or 0
             if running == 0:
-                return False
-        return required_limit_mb(blocks) > running
+                return None
+        syntax = self.syntax()
+        live = (self.current() or b"").count(b'\nlocal_name "')
+        if required_limit_mb(live + blocks, syntax) <= running:
+            return None
+        return "reload" if required_limit_mb(2 * live, syntax) <= running else "restart"
 
     def running_limit_mb(self, wait: float) -> Optional[int]:
         """The address-space limit (MB) of the running config process, or None if unknown.
@@ -625,7 +672,7 @@ class Dovecot:
     def base_dir(self) -> str:
         if self._base_dir is None:
             with self.settings_conf() as conf:
-                self._base_dir = runner.run(["doveconf", "-c", conf, "-h", "base_dir"]).stdout.strip()
+                self._base_dir = doveconf_values(conf, ["base_dir"])["base_dir"]
         return self._base_dir
 
     def _master_pid(self) -> Optional[int]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from . import runner
-from .dovecot import Dovecot
+from .dovecot import Dovecot, doveconf_values
 from .settings import Settings
 
 _LOOPBACK = "127.0.0.1"
@@ -55,7 +55,7 @@ def postfix_listeners(postfix_dir: str) -> List[Listener]:
         key, _, value = line.partition(" = ")
         overrides[key.strip()] = value.strip()
     interfaces = runner.run(["postconf", "-c", postfix_dir, "-h", "inet_interfaces"]).stdout
-    default_host = _connect_host(re.split(r"[\s,]+", interfaces.strip())[0] if interfaces.strip() else "")
+    default_host = _connect_host(first_address(interfaces))
     found = []
     for line in masters.splitlines():
         fields = line.split()
@@ -72,10 +72,16 @@ def postfix_listeners(postfix_dir: str) -> List[Listener]:
     return found
 
 
+def first_address(listen: str) -> str:
+    """The first address of Dovecot's ``listen``: 2.3 prints ``*, ::``, 2.4 prints ``* ::``."""
+    parts = [part for part in re.split(r"[\s,]+", listen.strip()) if part]
+    return parts[0] if parts else ""
+
+
 def dovecot_listeners(conf: str) -> List[Listener]:
     """inet_listeners of the imap-login and pop3-login services (``doveconf service`` shows defaults)."""
     out = runner.run(["doveconf", "-c", conf, "service"]).stdout
-    listen = runner.run(["doveconf", "-c", conf, "-h", "listen"]).stdout.split(",")[0]
+    listen = first_address(doveconf_values(conf, ["listen"])["listen"])
     found = []
     stack: List[str] = []  # open sections, e.g. ["service imap-login", "inet_listener imaps"]
     settings: Dict[str, str] = {}
@@ -92,7 +98,12 @@ def dovecot_listeners(conf: str) -> List[Listener]:
             if section.startswith("inet_listener ") and protocol and port:
                 mode = "tls" if settings.get("ssl") == "yes" else protocol
                 found.append(
-                    Listener("dovecot", _connect_host(settings.get("address") or listen), port, mode)
+                    Listener(
+                        "dovecot",
+                        _connect_host(first_address(settings.get("address", "")) or listen),
+                        port,
+                        mode,
+                    )
                 )
         elif " = " in line:
             key, _, value = line.partition(" = ")

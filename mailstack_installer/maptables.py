@@ -46,6 +46,19 @@ def map_line(key: str, serving: Serving) -> str:
     return f"{key} {entry_value(serving)}\n"
 
 
+def parse_source(text: str) -> Dict[str, List[Tuple[str, str]]]:
+    """The reverse of map_line: source lines ``key key-file chain-file [key-file chain-file]`` ->
+    {key: [(key-file,
+    chain-file), ...]} (two pairs where an ECDSA and an RSA lineage serve the name); first wins."""
+    entries: Dict[str, List[Tuple[str, str]]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not fields[0].startswith("#"):
+            pairs = list(zip(fields[1::2], fields[2::2]))
+            entries.setdefault(fields[0].lower(), pairs)
+    return entries
+
+
 def tables_for(names: int, current: int = 1, given: int = 0) -> int:
     """How many tables the map should have: ``given`` if set, else one up to SPLIT_AT names, else
     the power of two that puts about NAMES_PER_TABLE names in each; never fewer than ``current``

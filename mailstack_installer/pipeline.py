@@ -18,7 +18,7 @@ from . import fsutil, listeners, service_managers
 from .certfiles import CheckedFiles, check_files, key_type_of_file
 from .confirm import confirm
 from .dovecot import Dovecot, Rendered, render_dropin
-from .errors import CommandError, InputError, MailstackError, MisconfiguredError
+from .errors import CommandError, InputError, MailstackError, MisconfiguredError, NotInstalledError
 from .fsutil import text_digest
 from .maptables import Layout, tables_for
 from .model import CertFiles, Lineage, Plan, Serving, as_serving, in_directory
@@ -277,14 +277,11 @@ class Pipeline:
             if not state.pending_reload:
                 return outcome
             settings = self.settings(state)
-            reloaded = self._reload(settings, state, outcome)
             try:
+                reloaded = self._reload(settings, state, outcome)
                 self._confirm(settings, state, reloaded, outcome)
             except MisconfiguredError as exc:
-                self._roll_back(settings, state, outcome)
-                raise MisconfiguredError(
-                    f"{exc}; the previous configuration was restored and reloaded"
-                ) from None
+                raise MisconfiguredError(f"{exc}; {self._roll_back(settings, state, outcome)}") from None
             state.unconfirmed.clear()
             self.store.save(state)
             self.previous.drop()
@@ -294,10 +291,12 @@ class Pipeline:
     #: per daemon; the full check of every name and port is ``certbot-mailstack verify``).
     CONFIRM_SAMPLE = 3
 
-    #: How long a reloaded daemon may take to serve the new certificates: Dovecot 2.3 parses its
-    #: whole configuration again, ~10 s at 10,000 names, and serves no TLS meanwhile (FACTS §3.3).
+    #: How long a reloaded daemon may take to serve TLS and the new certificates before it counts as
+    #: dark or refusing: Dovecot parses its whole configuration again and serves no TLS meanwhile,
+    #: ~10 s at 10,000 names on 2.3 and at 20,000 on 2.4 (FACTS §3.3, §3.5); a daemon that refused
+    #: the configuration is judged only when this runs out (70 s at 20,000 names).
     CONFIRM_TIMEOUT = 10.0
-    CONFIRM_TIMEOUT_PER_NAME = 0.005
+    CONFIRM_TIMEOUT_PER_NAME = 0.003
 
     def _reload(self, settings: Settings, state: State, outcome: Outcome) -> List[str]:
         manager = service_managers.for_settings(settings)
@@ -319,6 +318,7 @@ class Pipeline:
         return reloaded
 
     def _confirm(self, settings: Settings, state: State, reloaded: List[str], outcome: Outcome) -> None:
+        """Every reloaded daemon serves TLS, and a sample of the changed lineages as planned."""
         sample = [state.plan.lineages[lid] for lid in sorted(state.unconfirmed) if lid in state.plan.lineages]
         dual = state.plan.dual_names()
         expected = {
@@ -327,25 +327,28 @@ class Pipeline:
             ).fingerprint
             for lin in sample[: self.CONFIRM_SAMPLE]
         }
-        if not expected:
-            return
         timeout = self.CONFIRM_TIMEOUT + self.CONFIRM_TIMEOUT_PER_NAME * len(state.plan.names())
         for service in reloaded:
             warning = confirm(service, listeners.for_daemon(settings, service), expected, timeout)
             if warning:
                 self._warn(outcome, warning)
 
-    def _roll_back(self, settings: Settings, state: State, outcome: Outcome) -> None:
-        """Back to the configuration last confirmed; reload both daemons with it."""
+    def _roll_back(self, settings: Settings, state: State, outcome: Outcome) -> str:
+        """Back to the configuration last confirmed; reload both daemons with it and check that
+        they serve TLS. Returns what happened, to end the error line with."""
         if not self.previous.exists():
-            self._warn(outcome, "no previous configuration was kept to go back to")
-            return
+            return "no previous configuration was kept to go back to"
         kept_state = self.previous.restore(settings, self.store.files())
         restored = self.store.load() if kept_state else State(options=state.options)
         restored.pending_reload, restored.unconfirmed = set(settings.services), set()
         self.store.save(restored)
         self.previous.drop()
-        self._reload(settings, restored, outcome)
+        try:
+            reloaded = self._reload(settings, restored, outcome)
+            self._confirm(settings, restored, reloaded, outcome)
+        except MisconfiguredError as exc:
+            return f"the previous configuration was restored, but {exc}"
+        return "the previous configuration was restored, reloaded and serves TLS"
 
     def mark_for_reload(self) -> None:
         """After certbot restored files from a checkpoint: recompile the map, reload both daemons."""
@@ -621,15 +624,34 @@ class Pipeline:
         reads on every deployment of a large host)."""
         if dropin.limit_mb == dropin.live_limit_mb and "dovecot" not in state.pending_reload:
             return
-        if not dovecot.needs_limit_first(dropin.limit_mb, dropin.blocks):
+        step = dovecot.limit_step(dropin.limit_mb, dropin.blocks)
+        if step is None:
             return
         assert dropin.limit_mb is not None
+        manager = service_managers.for_settings(settings)
+        previous = dovecot.current()
         text = render_dropin(state.plan, dovecot.syntax(), dropin.limit_mb, default=default)
         dovecot.install(text, render_dropin(Plan(), dovecot.syntax(), dropin.limit_mb))
-        logger.info("reloading dovecot for its new config process limit before adding blocks")
-        _reload_one(service_managers.for_settings(settings), "dovecot")
-        outcome.reloaded.append("dovecot")
-        dovecot.wait_for_limit(dropin.limit_mb)
+        try:
+            if step == "restart":
+                self._warn(
+                    outcome,
+                    f"restarting dovecot for its config process limit ({dropin.limit_mb} MB): a reload "
+                    "would run out of memory holding the live blocks twice (IMAP/POP3 sessions reconnect)",
+                )
+                _restart_one(manager, "dovecot")
+            else:
+                logger.info("reloading dovecot for its new config process limit before adding blocks")
+                _reload_one(manager, "dovecot")
+            outcome.reloaded.append("dovecot")
+            dovecot.wait_for_limit(dropin.limit_mb)
+        except MisconfiguredError as exc:  # back to the drop-in it served, and make it serve again
+            dovecot.restore(previous)
+            try:
+                _reload_one(manager, "dovecot")
+            except MisconfiguredError as again:
+                raise MisconfiguredError(f"{exc}; putting the previous drop-in back: {again}") from None
+            raise MisconfiguredError(f"{exc}; the previous drop-in was put back and reloaded") from None
 
 
 #: How long the lineages' directory must have been still for its identity to be recorded
@@ -714,11 +736,18 @@ def _stamps(
     return stamps
 
 
+def _restart_one(manager: service_managers.ServiceManager, service: str) -> None:
+    try:
+        manager.restart(service)
+    except (CommandError, NotInstalledError) as exc:
+        raise MisconfiguredError(f"restarting {service} ({manager.name}) failed: {exc}") from None
+
+
 def _reload_one(manager: service_managers.ServiceManager, service: str) -> None:
     try:
         manager.reload(service)
-    except CommandError as exc:
-        raise MisconfiguredError(f"reloading {service} failed: {exc}") from None
+    except (CommandError, NotInstalledError) as exc:  # systemctl absent is as fatal as a failure
+        raise MisconfiguredError(f"reloading {service} ({manager.name}) failed: {exc}") from None
 
 
 def _read_text(path: str) -> Optional[str]:

@@ -95,6 +95,19 @@ class ServiceManager(ABC):
     def reload(self, service: str) -> None:
         runner.run(self.reload_argv(service))
 
+    def restart_argv(self, service: str) -> List[str]:
+        """The command that restarts ``service``: the reload command with its verb replaced
+        (``reload`` -> ``restart``); backends whose reload says it otherwise override this."""
+        argv = self.reload_argv(service)
+        if "reload" not in argv:
+            raise MisconfiguredError(
+                f"the {self.name} service manager cannot restart {service}: restart it by hand"
+            )
+        return ["restart" if arg == "reload" else arg for arg in argv]
+
+    def restart(self, service: str) -> None:
+        runner.run(self.restart_argv(service))
+
 
 def postfix_reload(settings: Settings) -> List[str]:
     """``postfix reload`` signals the master through its pid file, however the master was started.
@@ -159,6 +172,10 @@ class S6(ServiceManager):
             )
         return ["s6-svc", "-h", path]
 
+    def restart_argv(self, service: str) -> List[str]:
+        # -r: SIGTERM; the supervisor starts it again.
+        return ["s6-svc", "-r", self.reload_argv(service)[-1]]
+
 
 def s6_scandirs(settings: Settings) -> Tuple[str, ...]:
     """The scan directory given with ``--s6-scandir``, else the known ones, most common first."""
@@ -186,6 +203,14 @@ class Native(ServiceManager):
         if service == "postfix":
             return postfix_reload(self.settings)
         return ["doveadm", "-c", self.settings.dovecot_conf, "reload"]
+
+    def restart(self, service: str) -> None:
+        """Dovecot has no restart command of its own: stop the master (doveadm waits for it), start it."""
+        if service != "dovecot":
+            super().restart(service)
+            return
+        runner.run(["doveadm", "-c", self.settings.dovecot_conf, "stop"])
+        runner.run(["dovecot", "-c", self.settings.dovecot_conf])
 
 
 class Command(ServiceManager):

@@ -8,14 +8,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import fsutil
 from .certfiles import check_files
+from .dovecot import parse_dropin
 from .errors import InputError, MisconfiguredError
-from .maptables import Layout, map_key
+from .maptables import Layout, map_key, parse_source
 from .model import Lineage
 from .settings import Settings
 from .state import State
@@ -36,9 +36,6 @@ POSTFIX_MISSING = "postfix_missing"
 POSTFIX_OTHER = "postfix_other"
 DOVECOT_MISSING = "dovecot_missing"
 DOVECOT_OTHER = "dovecot_other"
-
-_LOCAL_NAME = re.compile(r'^\s*local_name\s+"?([^"{]*?)"?\s*\{(.*?)^\s*\}', re.M | re.S)
-_SSL_CERT = re.compile(r"^\s*ssl_(?:alt_)?cert\s*=\s*<\s*(\S+)", re.M)
 
 
 @dataclass(frozen=True)
@@ -80,29 +77,6 @@ def _read(path: str) -> Optional[str]:
     except OSError as exc:
         raise MisconfiguredError(f"cannot read {path}: {exc.strerror or exc}") from None
     return None if data is None else data.decode("utf-8", "replace")
-
-
-def postfix_entries(text: str) -> Dict[str, List[Tuple[str, str]]]:
-    """Map source lines ``key key-file chain-file [key-file chain-file]`` -> {key: [(key-file,
-    chain-file), ...]} (two pairs where an ECDSA and an RSA lineage serve the name); first wins."""
-    entries: Dict[str, List[Tuple[str, str]]] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and not fields[0].startswith("#"):
-            pairs = list(zip(fields[1::2], fields[2::2]))
-            entries.setdefault(fields[0].lower(), pairs)
-    return entries
-
-
-def dovecot_entries(text: str) -> Dict[str, List[str]]:
-    """``local_name "a b" { ssl_cert = <chain ... }`` -> {name: [chain, alt chain]} (``ssl_cert``,
-    then ``ssl_alt_cert`` if set); the first block wins, as in Dovecot 2.3."""
-    entries: Dict[str, List[str]] = {}
-    for match in _LOCAL_NAME.finditer(text):
-        chains = _SSL_CERT.findall(match.group(2))
-        for name in match.group(1).split():
-            entries.setdefault(name.lower(), chains)
-    return entries
 
 
 @dataclass(frozen=True)
@@ -160,9 +134,9 @@ def collect(
     dovecot: Optional[Dict[str, List[str]]] = None
     if settings.uses("postfix"):
         sources = Layout(settings.postfix_map, state.postfix_tables).sources()
-        postfix = postfix_entries("".join(_read(source) or "" for source in sources))
+        postfix = parse_source("".join(_read(source) or "" for source in sources))
     if settings.uses("dovecot"):
-        dovecot = dovecot_entries(_read(settings.dovecot_config) or "")
+        dovecot = parse_dropin(_read(settings.dovecot_config) or "")
     facts = {lid: _lineage_files(lin, expiry_days, now) for lid, lin in state.plan.lineages.items()}
     names = []
     for name, files in state.plan.entries():

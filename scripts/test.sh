@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Lint, type-check and run every test: unit tests and end-to-end tests against real Pebble,
-# certbot (newest from PyPI and Debian's 2.1), Postfix and Dovecot on 127.0.0.1.
+# Lint, type-check and run every test: unit tests, end-to-end tests against real Pebble, certbot
+# (newest from PyPI and Debian's 2.1), Postfix and Dovecot on 127.0.0.1, and the real-host suite on
+# booted Debian 12 and 13 systems.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The real-host suite's Debian roots (tests/hosts): built while the checks below run.
+bash tests/hosts/make-roots.sh >/tmp/mailstack-make-roots.log 2>&1 &
+roots=$!
 .venv/bin/ruff check mailstack_installer tests scripts
 .venv/bin/ruff format --check mailstack_installer
 .venv/bin/mypy mailstack_installer
 # The sdist and wheel as shipped: contents, a clean install, plugin discovery (scripts/check-build.sh).
 bash scripts/check-build.sh
-# End-to-end tests must not skip here: a missing daemon is a failure (MAILSTACK_E2E=require).
+wait "$roots" || { cat /tmp/mailstack-make-roots.log >&2; exit 1; }
+# End-to-end and real-host tests must not skip here: a missing daemon is a failure (MAILSTACK_E2E=require).
 MAILSTACK_E2E=require .venv/bin/python -m pytest -ra "$@"

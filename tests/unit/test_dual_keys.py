@@ -10,12 +10,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mailstack_installer import certfiles
-from mailstack_installer.dovecot import block_count, render_dropin
+from mailstack_installer.dovecot import block_count, parse_dropin, render_dropin
+from mailstack_installer.maptables import parse_source
 from mailstack_installer.model import CertFiles, Lineage, Plan
 from mailstack_installer.pipeline import _typed, default_files, default_serving
 from mailstack_installer.postfix import chain_value, entry_changes, render_map
 from mailstack_installer.state import State
-from mailstack_installer.status import dovecot_entries, postfix_entries
 from mailstack_installer.verify import select
 from tests.lab.certs import make_self_signed
 
@@ -102,7 +102,7 @@ def test_postfix_line_lists_the_ecdsa_pair_then_the_rsa_pair():
         ".a.test /le/live/a-ec/privkey.pem /le/live/a-ec/fullchain.pem "
         "/le/live/a-rsa/privkey.pem /le/live/a-rsa/fullchain.pem",
     ]
-    assert postfix_entries(render_map(plan))["a.test"] == [
+    assert parse_source(render_map(plan))["a.test"] == [
         ("/le/live/a-ec/privkey.pem", "/le/live/a-ec/fullchain.pem"),
         ("/le/live/a-rsa/privkey.pem", "/le/live/a-rsa/fullchain.pem"),
     ]
@@ -127,7 +127,7 @@ def test_dovecot_23_one_block_per_set_of_files_with_the_rsa_pair_as_alternative(
     ) in text
     assert 'local_name "imap.a.test" {\n  ssl_cert = </le/live/a-ec/fullchain.pem\n  ssl_key = ' in text
     assert block_count(plan) == 3
-    assert dovecot_entries(text)["mail.a.test"] == [
+    assert parse_dropin(text)["mail.a.test"] == [
         "/le/live/a-ec/fullchain.pem",
         "/le/live/a-rsa/fullchain.pem",
     ]

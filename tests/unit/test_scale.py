@@ -88,8 +88,9 @@ def test_config_limit_is_raised_only_when_needed(
     assert FakeDovecot(current, base).config_limit(big_plan(blocks), "2.3") == expected
 
 
-def test_dovecot_24_has_no_config_limit_block() -> None:
-    assert FakeDovecot(None, 256).config_limit(big_plan(10_000), "2.4") is None
+def test_dovecot_24_gets_a_limit_sized_for_its_smaller_blocks() -> None:
+    assert FakeDovecot(None, 256).config_limit(big_plan(2_000), "2.4") is None
+    assert FakeDovecot(None, 256).config_limit(big_plan(20_000), "2.4") == 2048
 
 
 def test_limit_block_comes_before_the_local_name_blocks() -> None:
