@@ -10,59 +10,91 @@ import hashlib
 import time
 from typing import Dict, List, Optional, Tuple
 
-from .errors import MisconfiguredError
+from .errors import ServiceError
 from .listeners import Listener
 from .probe import ProbeError, served_certificate
 
 
-def _working_listener(listeners: List[Listener], timeout: float) -> Optional[Listener]:
-    """The first listener that completes a handshake within ``timeout`` seconds in all, trying
-    each in turn until then: a daemon re-reading its configuration serves no TLS for a while
-    (Dovecot 2.4 at 10,000 names: ~10 s), and one that refused it serves none at all."""
+def _answers(listener: Listener, timeout: float) -> bool:
+    try:
+        served_certificate(listener.host, listener.port, listener.mode, None, timeout)
+        return True
+    except ProbeError:
+        return False
+
+
+def serving(listeners: List[Listener], timeout: float = 3.0) -> List[Listener]:
+    """The listeners that complete a TLS handshake now: taken before a reload, they are what the
+    daemon must serve again after it (a listener without TLS, such as a content filter's
+    re-injection port, is not held against it)."""
+    return [listener for listener in listeners if _answers(listener, timeout)]
+
+
+def _silent(listeners: List[Listener], timeout: float) -> List[Listener]:
+    """Those of ``listeners`` that have not completed a handshake within ``timeout`` seconds in
+    all, each tried in turn until then: a daemon re-reading its configuration serves no TLS for a
+    while (Dovecot 2.4 at 20,000 names: ~5 s), a throttled login service for longer."""
     deadline = time.monotonic() + timeout
-    while True:
-        for listener in listeners:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                served_certificate(listener.host, listener.port, listener.mode, None, min(left, 5.0))
-                return listener
-            except ProbeError:
-                continue
-        if time.monotonic() >= deadline:
-            return None
+    waiting = list(listeners)
+    while waiting:
+        waiting = [
+            item for item in waiting if not _answers(item, max(0.1, min(deadline - time.monotonic(), 5.0)))
+        ]
+        if not waiting or time.monotonic() >= deadline:
+            break
         time.sleep(0.25)
+    return waiting
 
 
 #: What to expect from one handshake: (SNI name, the only key type the client accepts or None).
 Expectation = Tuple[str, Optional[str]]
 
 
-class DarkError(MisconfiguredError):
+class DarkError(ServiceError):
     """After a reload the daemon completes no TLS handshake on any of its listeners."""
 
 
 def confirm(
-    daemon: str, listeners: List[Listener], expected: Dict[Expectation, str], timeout: float = 10.0
+    daemon: str,
+    listeners: List[Listener],
+    expected: Dict[Expectation, str],
+    timeout: float = 10.0,
+    before: Optional[List[Listener]] = None,
 ) -> Optional[str]:
-    """Wait until ``daemon`` serves TLS on one of its listeners, then until it serves ``expected``
-    ((SNI name, client key type) -> leaf fingerprint) there. A name an ECDSA and an RSA lineage
-    serve side by side is asked by an ECDSA-only and an RSA-only client, each expecting its leaf.
+    """Wait until ``daemon`` serves TLS on every listener of ``before`` (those that served before
+    the reload; None or empty: on at least one of ``listeners``), then until it serves
+    ``expected`` ((SNI name, client key type) -> leaf fingerprint) there. A name an ECDSA and an RSA
+    lineage serve side by side is asked by an ECDSA-only and an RSA-only client, each expecting
+    its lineage's leaf.
 
     Returns a warning when the configuration names no TLS listener (nothing to judge by). Raises
-    DarkError when no listener completes a handshake within ``timeout`` seconds (the daemon
-    refused the configuration or died: ``systemctl reload`` and ``doveadm reload`` exit 0 then),
-    and MisconfiguredError when a name is still served another certificate after ``timeout``.
+    DarkError when a listener stays silent for ``timeout`` seconds (the daemon refused the
+    configuration or died, or a login service is throttled: ``systemctl reload`` and ``doveadm
+    reload`` exit 0 then), and ServiceError when a name is still served another certificate.
     """
     if not listeners:
         return f"could not confirm what {daemon} serves: no TLS listener found in its configuration"
-    listener = _working_listener(listeners, timeout)
-    if listener is None:
-        where = ", ".join(str(item) for item in listeners)
-        raise DarkError(
-            f"{daemon} serves no TLS after the reload: no handshake within {timeout:.0f} s on {where}"
-        )
+    if before:
+        silent = _silent(before, timeout)
+        if silent:
+            where = ", ".join(str(item) for item in silent)
+            raise DarkError(
+                f"{daemon} serves no TLS on {where} {timeout:.0f} s after the reload (it did before)"
+            )
+        listener = before[0]
+    else:
+        deadline = time.monotonic() + timeout
+        answering: Optional[Listener] = None
+        while answering is None and time.monotonic() < deadline:
+            answering = next((item for item in listeners if _answers(item, 2.0)), None)
+            if answering is None:
+                time.sleep(0.25)
+        if answering is None:
+            where = ", ".join(str(item) for item in listeners)
+            raise DarkError(
+                f"{daemon} serves no TLS after the reload: no handshake within {timeout:.0f} s on {where}"
+            )
+        listener = answering
     for (name, key_type), want in expected.items():
         deadline = time.monotonic() + timeout
         while True:
@@ -76,7 +108,7 @@ def confirm(
                 break
             if time.monotonic() > deadline:
                 client = f" to {key_type}-only clients" if key_type else ""
-                raise MisconfiguredError(
+                raise ServiceError(
                     f"{daemon} did not take the new configuration: {name} on {listener} is served"
                     f"{client} {got[:16]}, expected {want[:16]}"
                 )

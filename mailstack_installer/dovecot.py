@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import fsutil, runner
 from .constants import HEADER
-from .errors import CommandError, MisconfiguredError, NotInstalledError
+from .errors import CommandError, MisconfiguredError, NotInstalledError, ServiceError
 from .fsutil import text_digest
 from .model import CertFiles, Plan, Serving, as_serving
 from .names import exact_first, is_wildcard
@@ -570,6 +570,7 @@ class Dovecot:
     def wait_for_limit(self, limit_mb: int, timeout: float = 60.0) -> None:
         """After a reload: wait until the running config process has the new limit."""
         deadline = time.monotonic() + timeout
+        running: Optional[int] = None
         while time.monotonic() < deadline:
             if self._children_file() is None:
                 time.sleep(5.0)  # no way to look: give the master time to re-read its configuration
@@ -578,9 +579,10 @@ class Dovecot:
             if running is not None and running >= limit_mb:
                 return
             time.sleep(0.2)
-        raise MisconfiguredError(
-            f"Dovecot did not take the raised config process limit ({limit_mb} MB, {self.dropin}) "
-            f"within {timeout:.0f} s: restart Dovecot, then deploy again"
+        now = f"it runs with {running} MB" if running is not None else "it did not start"
+        raise ServiceError(
+            f"Dovecot's config process did not take the limit {self.dropin} sets ({limit_mb} MB) within "
+            f"{timeout:.0f} s ({now}): a vsz_limit read after the drop-in (local.conf?) overrides it"
         )
 
     # -- writing ----------------------------------------------------------------------------------

@@ -18,6 +18,11 @@ class MisconfiguredError(MailstackError):
     """The mail stack's configuration is wrong or a daemon refused it."""
 
 
+class ServiceError(MisconfiguredError):
+    """A daemon could not be reloaded or restarted, or did not serve what it was given: a fault of the
+    host, not of one lineage, so a bulk import stops instead of trying its lineages one by one."""
+
+
 class InputError(MailstackError):
     """A name, path or certificate file given to us cannot be deployed."""
 

@@ -16,10 +16,18 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 
 from . import fsutil, listeners, service_managers
 from .certfiles import CheckedFiles, check_files, key_type_of_file
-from .confirm import confirm
+from .confirm import confirm, serving
 from .dovecot import Dovecot, Rendered, render_dropin
-from .errors import CommandError, InputError, MailstackError, MisconfiguredError, NotInstalledError
+from .errors import (
+    CommandError,
+    InputError,
+    MailstackError,
+    MisconfiguredError,
+    NotInstalledError,
+    ServiceError,
+)
 from .fsutil import text_digest
+from .listeners import Listener
 from .maptables import Layout, tables_for
 from .model import CertFiles, Lineage, Plan, Serving, as_serving, in_directory
 from .names import normalize_name, probe_name
@@ -30,6 +38,9 @@ from .state import Staged, State, StateStore
 from .verify import lineage_leaf
 
 logger = logging.getLogger(__name__)
+
+#: Per daemon reloaded: its TLS listeners, and those that served just before the reload.
+Held = Dict[str, Tuple[List[Listener], List[Listener]]]
 
 #: Called before the first live file changes with (files that exist, files about to be created).
 Checkpoint = Callable[[Set[str], Set[str]], None]
@@ -169,7 +180,9 @@ class Pipeline:
         """Map every DNS name of each lineage (certbot's ``live/<name>``): the bulk import.
 
         A lineage whose files fail the checks, or that a batch cannot take, is reported and
-        skipped; the others go on. Nothing is reloaded: call reload_pending() once at the end.
+        skipped; the others go on. Nothing is reloaded: call reload_pending() once at the end. A
+        daemon that fails (ServiceError) stops the import and puts back the configuration it began
+        with.
         """
         result = Imported()
         report = progress or (lambda phase, done, total: None)
@@ -198,6 +211,12 @@ class Pipeline:
                 batch = pairs[start : start + self.IMPORT_BATCH]
                 try:
                     self._deploy_checked(state, settings, options, batch, None, result.outcome, expected)
+                except ServiceError as exc:  # the daemon's fault, not a lineage's: trying each cannot
+                    # help; the batches before are on disk, not served: back to what is served
+                    back = (
+                        self._roll_back(settings, state, result.outcome, {}) if self.previous.exists() else ""
+                    )
+                    raise ServiceError(f"{exc}; {back}" if back else str(exc)) from None
                 except MailstackError:  # find the lineage at fault: apply the batch one by one
                     for pair in batch:
                         try:
@@ -277,11 +296,12 @@ class Pipeline:
             if not state.pending_reload:
                 return outcome
             settings = self.settings(state)
+            held: Held = {}
             try:
-                reloaded = self._reload(settings, state, outcome)
-                self._confirm(settings, state, reloaded, outcome)
+                self._reload(settings, state, outcome, held)
+                self._confirm(settings, state, held, outcome)
             except MisconfiguredError as exc:
-                raise MisconfiguredError(f"{exc}; {self._roll_back(settings, state, outcome)}") from None
+                raise ServiceError(f"{exc}; {self._roll_back(settings, state, outcome, held)}") from None
             state.unconfirmed.clear()
             self.store.save(state)
             self.previous.drop()
@@ -293,15 +313,19 @@ class Pipeline:
 
     #: How long a reloaded daemon may take to serve TLS and the new certificates before it counts as
     #: dark or refusing: Dovecot parses its whole configuration again and serves no TLS meanwhile,
-    #: ~10 s at 10,000 names on 2.3 and at 20,000 on 2.4 (FACTS §3.3, §3.5); a daemon that refused
-    #: the configuration is judged only when this runs out (70 s at 20,000 names).
+    #: ~10 s at 10,000 names on 2.3 and ~5 s at 20,000 on 2.4 (FACTS §3.3, docs/design.md); a daemon
+    #: that refused the configuration is judged only when this runs out (70 s at 20,000 names).
     CONFIRM_TIMEOUT = 10.0
     CONFIRM_TIMEOUT_PER_NAME = 0.003
+    #: After a rollback, Dovecot may still throttle a login service that failed to start (for up to
+    #: a minute): wait that long before saying the old configuration is not served either.
+    ROLLBACK_CONFIRM_TIMEOUT = 70.0
 
-    def _reload(self, settings: Settings, state: State, outcome: Outcome) -> List[str]:
+    def _reload(self, settings: Settings, state: State, outcome: Outcome, held: Held) -> None:
+        """Reload each daemon with a pending change; ``held`` gets, per daemon reloaded, its TLS
+        listeners and those that served just before the reload (what it must serve again)."""
         manager = service_managers.for_settings(settings)
         postfix, dovecot = self.daemons(settings)
-        reloaded = []
         for service, daemon in (("postfix", postfix), ("dovecot", dovecot)):
             if service not in state.pending_reload:
                 continue
@@ -310,15 +334,18 @@ class Pipeline:
                     outcome, f"{service} is not running; it will serve the new certificates when it starts"
                 )
             elif daemon is not None:
+                found = listeners.for_daemon(settings, service)
+                held.setdefault(service, (found, serving(found)))
                 _reload_one(manager, service)
-                reloaded.append(service)
                 outcome.reloaded.append(service)
             state.pending_reload.discard(service)
             self.store.save(state)
-        return reloaded
 
-    def _confirm(self, settings: Settings, state: State, reloaded: List[str], outcome: Outcome) -> None:
-        """Every reloaded daemon serves TLS, and a sample of the changed lineages as planned."""
+    def _confirm(
+        self, settings: Settings, state: State, held: Held, outcome: Outcome, timeout: float = 0.0
+    ) -> None:
+        """Every reloaded daemon serves TLS where it did before, and a sample of the changed
+        lineages as planned."""
         sample = [state.plan.lineages[lid] for lid in sorted(state.unconfirmed) if lid in state.plan.lineages]
         dual = state.plan.dual_names()
         expected = {
@@ -327,15 +354,16 @@ class Pipeline:
             ).fingerprint
             for lin in sample[: self.CONFIRM_SAMPLE]
         }
-        timeout = self.CONFIRM_TIMEOUT + self.CONFIRM_TIMEOUT_PER_NAME * len(state.plan.names())
-        for service in reloaded:
-            warning = confirm(service, listeners.for_daemon(settings, service), expected, timeout)
+        timeout = max(timeout, self.CONFIRM_TIMEOUT + self.CONFIRM_TIMEOUT_PER_NAME * len(state.plan.names()))
+        for service, (found, before) in held.items():
+            warning = confirm(service, found, expected, timeout, before)
             if warning:
                 self._warn(outcome, warning)
 
-    def _roll_back(self, settings: Settings, state: State, outcome: Outcome) -> str:
+    def _roll_back(self, settings: Settings, state: State, outcome: Outcome, held: Held) -> str:
         """Back to the configuration last confirmed; reload both daemons with it and check that
-        they serve TLS. Returns what happened, to end the error line with."""
+        they serve TLS where they did before the change (``held``). Returns what happened, to end
+        the error line with."""
         if not self.previous.exists():
             return "no previous configuration was kept to go back to"
         kept_state = self.previous.restore(settings, self.store.files())
@@ -343,9 +371,12 @@ class Pipeline:
         restored.pending_reload, restored.unconfirmed = set(settings.services), set()
         self.store.save(restored)
         self.previous.drop()
+        again: Held = {}
         try:
-            reloaded = self._reload(settings, restored, outcome)
-            self._confirm(settings, restored, reloaded, outcome)
+            self._reload(settings, restored, outcome, again)
+            for service in again:  # judged by what served before the change, not what serves now
+                again[service] = held.get(service, again[service])
+            self._confirm(settings, restored, again, outcome, self.ROLLBACK_CONFIRM_TIMEOUT)
         except MisconfiguredError as exc:
             return f"the previous configuration was restored, but {exc}"
         return "the previous configuration was restored, reloaded and serves TLS"
@@ -650,8 +681,8 @@ class Pipeline:
             try:
                 _reload_one(manager, "dovecot")
             except MisconfiguredError as again:
-                raise MisconfiguredError(f"{exc}; putting the previous drop-in back: {again}") from None
-            raise MisconfiguredError(f"{exc}; the previous drop-in was put back and reloaded") from None
+                raise ServiceError(f"{exc}; putting the previous drop-in back: {again}") from None
+            raise ServiceError(f"{exc}; the previous drop-in was put back and reloaded") from None
 
 
 #: How long the lineages' directory must have been still for its identity to be recorded
@@ -740,14 +771,14 @@ def _restart_one(manager: service_managers.ServiceManager, service: str) -> None
     try:
         manager.restart(service)
     except (CommandError, NotInstalledError) as exc:
-        raise MisconfiguredError(f"restarting {service} ({manager.name}) failed: {exc}") from None
+        raise ServiceError(f"restarting {service} ({manager.name}) failed: {exc}") from None
 
 
 def _reload_one(manager: service_managers.ServiceManager, service: str) -> None:
     try:
         manager.reload(service)
     except (CommandError, NotInstalledError) as exc:  # systemctl absent is as fatal as a failure
-        raise MisconfiguredError(f"reloading {service} ({manager.name}) failed: {exc}") from None
+        raise ServiceError(f"reloading {service} ({manager.name}) failed: {exc}") from None
 
 
 def _read_text(path: str) -> Optional[str]:

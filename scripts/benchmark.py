@@ -16,6 +16,7 @@ ratio of two sizes compares runs made under the same conditions (a noisy machine
 Deployments come first, then renewals, then the hook, each as a series, as in a certbot run.
 
     .venv/bin/python scripts/benchmark.py [--sizes 10,100,1000,10000] [--repeat 5] [--map-type hash]
+    .venv/bin/python scripts/benchmark.py --booted [--sizes ...] [--repeat ...]   # Dovecot 2.3 | 2.4
 
 Lineages are self-signed (a P-256 leaf per name under one RSA-2048 issuer, so each fullchain holds
 two certificates like certbot's) and kept in --pool for the next run. Needs root, Postfix, Dovecot.
@@ -285,8 +286,23 @@ def main() -> int:
     parser.add_argument(
         "--pool", default="/var/tmp/mailstack-benchmark-pool", help="where lineages are kept between runs"
     )
+    parser.add_argument(
+        "--booted",
+        action="store_true",
+        help="Dovecot 2.3 and 2.4 side by side on booted Debian 12 and 13 hosts (tests/hosts/benchmark.py)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.booted:
+        from tests.hosts import benchmark as booted
+
+        rows = booted.run(sizes, args.repeat)
+        print_table(rows)
+        print()
+        print("times in seconds (wall, as an admin sees them); reload/TLS back/dark: medians of "
+              f"{args.repeat} `systemctl reload dovecot`; deploy 1: median of {args.repeat}; "
+              "config MB = Dovecot's config process, peak virtual / resident")  # fmt: skip
+        return 0
     pool = Path(args.pool)
     print(f"making lineages in {pool} (once) ...", file=sys.stderr)
     fill_pool(pool, max(sizes), args.repeat)

@@ -4,6 +4,7 @@ as installed for Debian's certbot, and judging by TLS handshakes with SNI on eve
 from __future__ import annotations
 
 import re
+import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from tests.hosts.conftest import GUEST, PLUGIN_PATH, Kind
@@ -79,6 +80,16 @@ class Mailhost:
     def served(self, port: int, name: Optional[str], only: str = "") -> str:
         return self.sh(f"sh {GUEST}/served.sh {port} {name or '-'} {only}", check=False).stdout.strip()
 
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        """After a boot: until every port completes a handshake. Ports listening is not enough: on the
+        OpenRC host Postfix answered port 25 about half a second after rc-status said it started."""
+        deadline = time.monotonic() + timeout
+        while any(not self.served(port, None) for port in PORTS):
+            assert time.monotonic() < deadline, (
+                f"{self.machine.name} serves no TLS {timeout:.0f} s after boot"
+            )
+            time.sleep(0.5)
+
     def wrong_ports(self, expected: Dict[Tuple[Optional[str], str], str]) -> List[str]:
         """Every (name, client key type) -> leaf fingerprint that some port does not serve, as
         readable lines ("" key type: any client; name None: no SNI)."""
@@ -92,13 +103,15 @@ class Mailhost:
                     )
         return wrong
 
-    def files_digest(self) -> str:
-        """What the plugin writes into the daemons' configuration, hashed: equal means unchanged."""
-        return self.sh(
-            "cat /etc/postfix/main.cf /etc/postfix/tls_server_sni_maps* "
-            "/etc/dovecot/conf.d/99-mailstack-sni.conf "
-            "2>/dev/null | sha256sum"
-        ).stdout.split()[0]
+    def files_digest(self) -> Dict[str, str]:
+        """What the plugin writes into the daemons' configuration, per file: main.cf, the map's
+        sources and the drop-in (a compiled table is judged by what Postfix serves instead: postmap
+        writes the same entries to different bytes)."""
+        out = self.sh(
+            "sha256sum /etc/postfix/main.cf /etc/dovecot/conf.d/99-mailstack-sni.conf "
+            "$(ls /etc/postfix/tls_server_sni_maps* | grep -vE '[.](db|lmdb|cdb)$')"
+        ).stdout
+        return {path: digest for digest, path in (line.split() for line in out.splitlines())}
 
     def reloads_since(self, marker: str) -> Dict[str, int]:
         """How often each daemon was reloaded since ``marker`` (a journal cursor or a log offset):

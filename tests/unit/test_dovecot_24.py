@@ -119,6 +119,13 @@ def test_a_daemon_that_resets_every_connection_is_dark_not_a_warning(reset_port:
         confirm("dovecot", listeners, {}, timeout=1.0)
 
 
+def test_a_listener_that_served_before_must_serve_again(reset_port: int) -> None:
+    """Dovecot throttles a login service that failed: IMAP may stay dark while POP3 answers."""
+    listeners: List[Listener] = [Listener("dovecot", "127.0.0.1", reset_port, "tls")]
+    with pytest.raises(DarkError, match=r"serves no TLS on 127.0.0.1:\d+ \(tls\) 1 s after the reload"):
+        confirm("dovecot", listeners, {}, timeout=1.0, before=listeners)
+
+
 def test_a_configuration_without_tls_listeners_is_only_a_warning() -> None:
     assert "no TLS listener found" in (confirm("postfix", [], {}, timeout=0.1) or "")
 
@@ -136,3 +143,39 @@ def test_the_dark_check_retries_until_the_daemon_answers(monkeypatch: pytest.Mon
     monkeypatch.setattr(confirm_module, "served_certificate", served)
     assert confirm("dovecot", [Listener("dovecot", "127.0.0.1", 993, "tls")], {}, timeout=5.0) is None
     assert len(calls) == 4
+
+
+class _Running(dovecot_module.Dovecot):
+    """A Dovecot whose running config process has ``running`` MB and whose live drop-in has
+    ``live`` blocks (no daemon: the decision only)."""
+
+    def __init__(self, running: int, live: int, syntax: str) -> None:
+        self._running, self._live, self._syntax = running, live, syntax
+
+    def is_running(self) -> bool:
+        return True
+
+    def running_limit_mb(self, wait: float) -> int:
+        return self._running
+
+    def current(self) -> bytes:
+        return b"# head\n" + b'\nlocal_name "x" {\n}\n' * self._live
+
+    def syntax(self) -> str:
+        return self._syntax
+
+
+@pytest.mark.parametrize(
+    "running, live, blocks, step",
+    [
+        (2048, 20_000, 20_002, None),  # the running limit holds a reload of both
+        (256, 100, 9_000, "reload"),  # grows past it: raise the limit by reload first
+        (256, 10_000, 10_002, "restart"),  # even a reload of the live blocks does not fit
+    ],
+)
+def test_24_limit_step(running: int, live: int, blocks: int, step: object) -> None:
+    assert _Running(running, live, "2.4").limit_step(2048, blocks) == step
+
+
+def test_no_limit_no_step() -> None:
+    assert _Running(256, 10_000, "2.4").limit_step(None, 20_000) is None
