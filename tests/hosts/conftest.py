@@ -92,6 +92,12 @@ def prepared_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prepare
         shutil.rmtree(roots.into, ignore_errors=True)
 
 
+def booted_with(init: str) -> pytest.MarkDecorator:
+    """Run a test on the hosts booted with ``init`` only ("systemd" or "openrc")."""
+    kinds = [k for k in KINDS if k.init == init]
+    return pytest.mark.parametrize("kind", kinds, indirect=True, ids=[k.name for k in kinds])
+
+
 @pytest.fixture(params=KINDS, ids=[k.name for k in KINDS])
 def kind(request: pytest.FixtureRequest) -> Kind:
     param: Kind = request.param

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hosts.conftest import KINDS, Kind
+from tests.hosts.conftest import Kind, booted_with
 from tests.hosts.machine import Machine
 from tests.hosts.mailhost import Mailhost
 
@@ -33,9 +33,7 @@ def _deploy_fails_and_changes_nothing(host: Mailhost, fault: str, *options: str)
     return lines[0]
 
 
-@pytest.mark.parametrize(
-    "kind", [k for k in KINDS if k.init == "systemd"], indirect=True, ids=lambda k: k.name
-)
+@booted_with("systemd")
 def test_a_reload_systemd_refuses_is_one_line_and_the_previous_configuration_stays(
     machine: Machine, kind: Kind
 ) -> None:
@@ -46,9 +44,7 @@ def test_a_reload_systemd_refuses_is_one_line_and_the_previous_configuration_sta
     assert "the previous configuration was restored" in line, line
 
 
-@pytest.mark.parametrize(
-    "kind", [k for k in KINDS if k.init == "openrc"], indirect=True, ids=lambda k: k.name
-)
+@booted_with("openrc")
 def test_systemd_chosen_on_a_host_without_it_is_one_line_and_nothing_changes(
     machine: Machine, kind: Kind
 ) -> None:

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from tests.hosts.conftest import GUEST, KINDS, Kind
+from tests.hosts.conftest import GUEST, Kind, booted_with
 from tests.hosts.machine import Machine
 from tests.hosts.mailhost import Mailhost
 
@@ -35,9 +35,7 @@ def _one_line(output: str, stderr: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(
-    "kind", [k for k in KINDS if k.init == "systemd"], indirect=True, ids=lambda k: k.name
-)
+@booted_with("systemd")
 def test_a_reload_that_leaves_dovecot_dark_is_rolled_back_and_fails(machine: Machine, kind: Kind) -> None:
     host = Mailhost(machine, kind)
     host.start_pebble()
