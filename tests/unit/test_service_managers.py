@@ -18,7 +18,7 @@ from mailstack_installer.service_managers import Host
 from mailstack_installer.settings import OPTION_NAMES, resolve
 
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = ("systemctl", "rc-service", "sv", "s6-svc", "service", "postfix", "doveadm", "mail-reload")
+TOOLS = ("systemctl", "rc-service", "sv", "s6-svc", "service", "postfix", "doveadm", "dovecot", "mail-reload")
 SEP = "\x1f"  # between arguments in the log, so an argument with spaces stays one argument
 
 
@@ -89,6 +89,34 @@ def test_backend_runs_its_exact_reload_command(recorder, tmp_path, backend, post
     manager.reload("postfix")
     manager.reload("dovecot")
     assert recorder.calls() == [postfix_argv, dovecot_argv]
+
+
+@pytest.mark.parametrize(
+    ("backend", "dovecot_argvs"),
+    [
+        ("systemd", [["systemctl", "restart", "dovecot.service"]]),
+        ("openrc", [["rc-service", "dovecot", "restart"]]),
+        ("runit", [["sv", "restart", "dovecot"]]),
+        ("s6", [["s6-svc", "-r", "/run/service/dovecot"]]),
+        ("sysvinit", [["service", "dovecot", "restart"]]),
+        (
+            "native",
+            [["doveadm", "-c", "/srv/dc/dovecot.conf", "stop"], ["dovecot", "-c", "/srv/dc/dovecot.conf"]],
+        ),
+    ],
+)
+def test_backend_restarts_dovecot_with_its_own_verb(recorder, tmp_path, backend, dovecot_argvs):
+    """Only for a config process limit a reload cannot raise (pipeline._raise_limit_first)."""
+    host = make_tree(tmp_path / "root", dirs=["/run/service/dovecot"])
+    settings = resolve({"service-manager": backend, "postfix-dir": "/srv/pf", "dovecot-dir": "/srv/dc"})
+    service_managers.for_settings(settings, host).restart("dovecot")
+    assert recorder.calls() == dovecot_argvs
+
+
+def test_a_command_without_reload_cannot_restart_and_says_so():
+    settings = resolve({"service-manager": "command", "reload-command": "mailctl hup {service}"})
+    with pytest.raises(MisconfiguredError, match="cannot restart dovecot: restart it by hand"):
+        service_managers.for_settings(settings).restart_argv("dovecot")
 
 
 def test_command_backend_splits_like_a_shell_and_runs_without_one(recorder, tmp_path):
