@@ -4,7 +4,8 @@
 For each size N, a fresh copy of each host gets N lineages (two names each) and measures: the bulk
 import (``certbot-mailstack deploy --all``, wall time with its reload and confirmation), the memory of
 Dovecot's config process after it (peak address space / peak resident), ``systemctl reload dovecot``
-(how long it takes to return, when TLS on 993 answers again, and how long TLS was dark in between;
+(how long it takes to return, when TLS on 993 answers again after it went dark, or the return
+time if it never did, and how long TLS was dark in between;
 medians of --repeat), and deploying one more lineage into the host (wall time, median).
 """
 
@@ -50,8 +51,8 @@ while time.monotonic() - start < 120:
     elif dark_from is None:
         dark_from = time.monotonic() - start
     time.sleep(0.05)
-print(json.dumps({"returned": returned, "back": back or 0.0,
-                  "dark": 0.0 if dark_from is None else (back or 120.0) - dark_from}))
+dark = 0.0 if dark_from is None else (back or 120.0) - dark_from
+print(json.dumps({"returned": returned, "back": (back or 120.0) if dark else returned, "dark": dark}))
 """
 
 
