@@ -6,12 +6,15 @@ import (``certbot-mailstack deploy --all``, wall time with its reload and confir
 Dovecot's config process after it (peak address space / peak resident), ``systemctl reload dovecot``
 (how long it takes to return, when TLS on 993 answers again after it went dark, or the return
 time if it never did, and how long TLS was dark in between;
-medians of --repeat), and deploying one more lineage into the host (wall time, median).
+medians of --repeat), and deploying one more lineage into the host (wall time, median). After the
+import, 10 names picked at random are judged on all seven ports ("sample ok": handshakes that got
+the name's own certificate).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -20,9 +23,11 @@ from typing import Dict, List
 
 from tests.hosts.conftest import GUEST, Kind, PreparedRoots
 from tests.hosts.machine import Machine
-from tests.hosts.mailhost import Mailhost
+from tests.hosts.mailhost import PORTS, Mailhost
 
 KINDS = [Kind("bookworm", "systemd"), Kind("trixie", "systemd")]
+#: Names judged on every port after the import, picked at random (seeded by the size).
+SAMPLE = 10
 TOOL = "PYTHONPATH=/usr/local/lib/certbot-plugins /usr/local/lib/certbot-plugins/bin/certbot-mailstack"
 #: Peak address space and peak resident set (kB) of Dovecot's config process.
 MEMORY = "awk '/VmPeak|VmHWM/ {print $2}' /proc/$(pgrep -f dovecot/config | head -n 1)/status"
@@ -67,6 +72,11 @@ def measure(machine: Machine, kind: Kind, size: int, repeat: int) -> Dict[str, s
     host.sh(f"python3 {GUEST}/make-lineages.py {size} /etc/letsencrypt")
     imported = _seconds(host, f"{TOOL} deploy --all")
     peak, resident = (int(value) // 1024 for value in host.sh(MEMORY).stdout.split()[:2])
+    sample = random.Random(size).sample(range(size), min(size, SAMPLE))
+    expected = {
+        (f"mail.d{k}.bulk.test", ""): host.fingerprint(f"/etc/letsencrypt/live/d{k}/cert.pem") for k in sample
+    }
+    wrong = host.wrong_ports(expected)
     machine.path("/root/watch.py").write_text(_WATCH)
     watched = [json.loads(host.sh("python3 /root/watch.py").stdout) for _ in range(repeat)]
     deploys = []
@@ -75,6 +85,7 @@ def measure(machine: Machine, kind: Kind, size: int, repeat: int) -> Dict[str, s
         deploys.append(_seconds(host, f"{TOOL} deploy --cert-name d{size + k}"))
     return {
         "import": f"{imported:.1f}",
+        "sample ok": f"{len(PORTS) * len(expected) - len(wrong)}/{len(PORTS) * len(expected)}",
         "config MB": f"{peak}/{resident}",
         "reload": f"{statistics.median(w['returned'] for w in watched):.1f}",
         "TLS back": f"{statistics.median(w['back'] for w in watched):.1f}",
