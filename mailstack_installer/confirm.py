@@ -51,7 +51,8 @@ Expectation = Tuple[str, Optional[str]]
 
 
 class DarkError(ServiceError):
-    """After a reload the daemon completes no TLS handshake on any of its listeners."""
+    """After a reload the daemon serves no TLS on a listener that served before it (or, where none
+    was known to, on any of its listeners)."""
 
 
 def confirm(
