@@ -30,20 +30,21 @@ def serving(listeners: List[Listener], timeout: float = 3.0) -> List[Listener]:
     return [listener for listener in listeners if _answers(listener, timeout)]
 
 
-def _silent(listeners: List[Listener], timeout: float) -> List[Listener]:
+def _silent(listeners: List[Listener], timeout: float, every: bool) -> List[Listener]:
     """Those of ``listeners`` that have not completed a handshake within ``timeout`` seconds in
-    all, each tried in turn until then: a daemon re-reading its configuration serves no TLS for a
-    while (Dovecot 2.4 at 20,000 names: ~5 s), a throttled login service for longer."""
+    all, each tried in turn until then (until one has, unless ``every``): a daemon re-reading its
+    configuration serves no TLS for a while (Dovecot 2.4 at 20,000 names: ~5 s), a throttled
+    login service for longer."""
     deadline = time.monotonic() + timeout
     waiting = list(listeners)
-    while waiting:
+    while True:
         waiting = [
             item for item in waiting if not _answers(item, max(0.1, min(deadline - time.monotonic(), 5.0)))
         ]
-        if not waiting or time.monotonic() >= deadline:
-            break
+        answered = len(waiting) < len(listeners)
+        if not waiting or (answered and not every) or time.monotonic() >= deadline:
+            return waiting
         time.sleep(0.25)
-    return waiting
 
 
 #: What to expect from one handshake: (SNI name, the only key type the client accepts or None).
@@ -75,27 +76,17 @@ def confirm(
     """
     if not listeners:
         return f"could not confirm what {daemon} serves: no TLS listener found in its configuration"
-    if before:
-        silent = _silent(before, timeout)
-        if silent:
-            where = ", ".join(str(item) for item in silent)
-            raise DarkError(
-                f"{daemon} serves no TLS on {where} {timeout:.0f} s after the reload (it did before)"
-            )
-        listener = before[0]
-    else:
-        deadline = time.monotonic() + timeout
-        answering: Optional[Listener] = None
-        while answering is None and time.monotonic() < deadline:
-            answering = next((item for item in listeners if _answers(item, 2.0)), None)
-            if answering is None:
-                time.sleep(0.25)
-        if answering is None:
-            where = ", ".join(str(item) for item in listeners)
-            raise DarkError(
-                f"{daemon} serves no TLS after the reload: no handshake within {timeout:.0f} s on {where}"
-            )
-        listener = answering
+    required = before or listeners
+    silent = _silent(required, timeout, every=bool(before))
+    if before and silent:
+        where = ", ".join(str(item) for item in silent)
+        raise DarkError(f"{daemon} serves no TLS on {where} {timeout:.0f} s after the reload (it did before)")
+    if len(silent) == len(required):
+        where = ", ".join(str(item) for item in listeners)
+        raise DarkError(
+            f"{daemon} serves no TLS after the reload: no handshake within {timeout:.0f} s on {where}"
+        )
+    listener = next(item for item in required if item not in silent)
     for (name, key_type), want in expected.items():
         deadline = time.monotonic() + timeout
         while True:

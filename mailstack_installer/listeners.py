@@ -73,7 +73,8 @@ def postfix_listeners(postfix_dir: str) -> List[Listener]:
 
 
 def first_address(listen: str) -> str:
-    """The first address of Dovecot's ``listen``: 2.3 prints ``*, ::``, 2.4 prints ``* ::``."""
+    """The first address of an address list: Dovecot 2.3 prints ``listen`` as ``*, ::``, 2.4 as
+    ``* ::``; Postfix's ``inet_interfaces`` takes either separator."""
     parts = [part for part in re.split(r"[\s,]+", listen.strip()) if part]
     return parts[0] if parts else ""
 

@@ -48,8 +48,8 @@ def map_line(key: str, serving: Serving) -> str:
 
 def parse_source(text: str) -> Dict[str, List[Tuple[str, str]]]:
     """The reverse of map_line: source lines ``key key-file chain-file [key-file chain-file]`` ->
-    {key: [(key-file,
-    chain-file), ...]} (two pairs where an ECDSA and an RSA lineage serve the name); first wins."""
+    {key: [(key-file, chain-file), ...]} (two pairs where an ECDSA and an RSA lineage serve the
+    name); first wins."""
     entries: Dict[str, List[Tuple[str, str]]] = {}
     for line in text.splitlines():
         fields = line.split()

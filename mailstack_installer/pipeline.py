@@ -334,8 +334,9 @@ class Pipeline:
                     outcome, f"{service} is not running; it will serve the new certificates when it starts"
                 )
             elif daemon is not None:
-                found = listeners.for_daemon(settings, service)
-                held.setdefault(service, (found, serving(found)))
+                if service not in held:  # a rollback keeps what served before the change
+                    found = listeners.for_daemon(settings, service)
+                    held[service] = (found, serving(found))
                 _reload_one(manager, service)
                 outcome.reloaded.append(service)
             state.pending_reload.discard(service)
@@ -371,11 +372,9 @@ class Pipeline:
         restored.pending_reload, restored.unconfirmed = set(settings.services), set()
         self.store.save(restored)
         self.previous.drop()
-        again: Held = {}
+        again = dict(held)  # judged by what served before the change, not by what serves now
         try:
             self._reload(settings, restored, outcome, again)
-            for service in again:  # judged by what served before the change, not what serves now
-                again[service] = held.get(service, again[service])
             self._confirm(settings, restored, again, outcome, self.ROLLBACK_CONFIRM_TIMEOUT)
         except MisconfiguredError as exc:
             return f"the previous configuration was restored, but {exc}"

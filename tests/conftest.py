@@ -11,16 +11,18 @@ import shutil
 import signal
 import sys
 from types import FrameType
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import pytest
 
 NEEDED = ("postfix", "postmap", "postconf", "dovecot", "doveconf", "doveadm", "pebble", "certbot")
+#: What the real-host suite needs on this machine (the daemons are inside the booted hosts).
+HOST_TOOLS = ("systemd-nspawn", "debootstrap", "nsenter")
 
 
-def missing_prerequisites() -> List[str]:
+def missing_prerequisites(needed: Sequence[str] = NEEDED) -> List[str]:
     path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin"
-    gone = [tool for tool in NEEDED if shutil.which(tool, path=path) is None]
+    gone = [tool for tool in needed if shutil.which(tool, path=path) is None]
     if os.geteuid() != 0:
         gone.append("to run as root")
     return gone
@@ -36,19 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
-def missing_host_tools() -> List[str]:
-    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin"
-    gone = [
-        tool for tool in ("systemd-nspawn", "debootstrap", "nsenter") if shutil.which(tool, path=path) is None
-    ]
-    if os.geteuid() != 0:
-        gone.append("to run as root")
-    return gone
-
-
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if "hosts" in item.keywords:
-        missing = missing_host_tools()
+        missing = missing_prerequisites(HOST_TOOLS)
     elif "e2e" in item.keywords:
         missing = missing_prerequisites()
     else:

@@ -95,10 +95,6 @@ class Machine:
             f"{self.name} did not finish booting in {BOOT_TIMEOUT:.0f} s:\n{self.console_tail()}"
         )
 
-    def wait_booted_ports(self, timeout: float = 60.0) -> None:
-        """After a restart of a daemon: until every mail port listens again."""
-        self.wait_booted(time.monotonic() + timeout)
-
     def stop(self) -> None:
         """Kill the container (its init first: the whole PID namespace goes with it) and reap nspawn."""
         proc, self._nspawn = self._nspawn, None

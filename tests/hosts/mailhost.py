@@ -20,6 +20,13 @@ ACME = ["--server", "https://127.0.0.1:14000/dir", "--non-interactive", "--agree
 ENV = f"CERTBOT_PLUGIN_PATH={PLUGIN_PATH}"
 
 
+def error_line(run: Result) -> str:
+    """The one line a failed certbot-mailstack run printed (warnings aside), with no traceback."""
+    lines = [line for line in run.stderr.splitlines() if "WARNING" not in line]
+    assert len(lines) == 1 and "Traceback" not in run.output, run.output
+    return lines[0]
+
+
 class Mailhost:
     def __init__(self, machine: Machine, kind: Kind) -> None:
         self.machine = machine

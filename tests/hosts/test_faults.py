@@ -8,7 +8,7 @@ import pytest
 
 from tests.hosts.conftest import Kind, booted_with
 from tests.hosts.machine import Machine
-from tests.hosts.mailhost import Mailhost
+from tests.hosts.mailhost import Mailhost, error_line
 
 pytestmark = pytest.mark.hosts
 
@@ -25,12 +25,11 @@ def _deploy_fails_and_changes_nothing(host: Mailhost, fault: str, *options: str)
     before_b = {port: host.served(port, "mail.b.example.test") for port in (25, 993)}
     run = host.tool("deploy", "--cert-name", "b", *options, check=False)
     assert run.returncode != 0
-    lines = [line for line in run.stderr.splitlines() if "WARNING" not in line]
-    assert len(lines) == 1 and "Traceback" not in run.output, run.output
+    line = error_line(run)
     assert host.files_digest() == files
     assert not (wrong := host.wrong_ports(expected)), "\n".join(wrong)
     assert {port: host.served(port, "mail.b.example.test") for port in (25, 993)} == before_b
-    return lines[0]
+    return line
 
 
 @booted_with("systemd")

@@ -16,7 +16,7 @@ import pytest
 
 from tests.hosts.conftest import GUEST, Kind, booted_with
 from tests.hosts.machine import Machine
-from tests.hosts.mailhost import Mailhost
+from tests.hosts.mailhost import Mailhost, error_line
 
 pytestmark = pytest.mark.hosts
 
@@ -27,12 +27,6 @@ CAP_HEADROOM_MB = 12
 CONFIG_PEAK_MB = (
     "echo $(( $(awk '/VmPeak/ {print $2}' /proc/$(pgrep -f dovecot/config | head -n 1)/status) / 1024 ))"
 )
-
-
-def _one_line(output: str, stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if "WARNING" not in line]
-    assert len(lines) == 1 and "Traceback" not in output, output
-    return lines[0]
 
 
 @booted_with("systemd")
@@ -54,7 +48,7 @@ def test_a_reload_that_leaves_dovecot_dark_is_rolled_back_and_fails(machine: Mac
     run = host.tool("deploy", *[arg for k in range(added) for arg in ("--cert-name", f"d{k}")], check=False)
 
     assert run.returncode != 0
-    line = _one_line(run.output, run.stderr)
+    line = error_line(run)
     assert "dovecot serves no TLS on" in line and "after the reload (it did before)" in line, line
     assert "the previous configuration was restored, reloaded and serves TLS" in line, line
     assert host.files_digest() == files
@@ -66,7 +60,7 @@ def test_a_reload_that_leaves_dovecot_dark_is_rolled_back_and_fails(machine: Mac
     host.sh(f"python3 {GUEST}/make-lineages.py {imported} /etc/letsencrypt {added}")
     run = host.tool("deploy", "--all", check=False)
     assert run.returncode != 0
-    line = _one_line(run.output, run.stderr)
+    line = error_line(run)
     assert "local.conf" in line, line
     assert re.search(r"previous (drop-in was put back|configuration was restored)", line), line
     assert host.files_digest() == files
