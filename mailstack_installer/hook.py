@@ -7,7 +7,8 @@ daemon once, however many lineages were renewed (a Dovecot reload at 10,000 name
 
 Both are tiny Python scripts pinned to the interpreter and the package location this code runs
 from, so they work from a virtualenv, from Debian's package and from ``CERTBOT_PLUGIN_PATH`` alike,
-whatever PATH cron gives them.
+whatever PATH cron gives them. Once the package is removed they say so and exit 0, so a hook left
+behind never turns a renewal into a failure (Debian's postrm deletes them on purge).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ PURPOSE = {
 }
 
 
+#: What a hook says, and exits 0 with, once the package is gone (removed but not purged, or a
+#: deleted virtualenv's package path): a renewal must never fail because of this package's hook.
+_UNINSTALLED = (
+    "certbot-mailstack is not installed any more: this hook does nothing (delete {path} to silence it)"
+)
+
+
 def hook_path(config_dir: str, kind: str = "deploy") -> str:
     return os.path.join(config_dir, "renewal-hooks", kind, HOOK_NAME)
 
@@ -46,7 +54,13 @@ def render_hook(config_dir: str, kind: str = "deploy") -> str:
         f"# certbot runs this {kind} hook; it {PURPOSE[kind]}.\n"
         "import sys\n"
         f"sys.path.insert(0, {package_parent!r})\n"
-        "from mailstack_installer.cli import main\n"
+        "try:\n"
+        "    from mailstack_installer.cli import main\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    if exc.name != 'mailstack_installer':\n"
+        "        raise\n"
+        f"    print({_UNINSTALLED.format(path=hook_path(config_dir, kind))!r})\n"
+        "    sys.exit(0)\n"
         f"sys.exit(main({_argv(config_dir, kind)!r}))\n"
     )
 

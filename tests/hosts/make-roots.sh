@@ -3,12 +3,13 @@
 # mostly downloads): Debian 13 and 12 with systemd, Debian 12 with OpenRC. Where: MAILSTACK_HOSTS_DIR.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../../scripts/lib/debroot.sh
+. "$here/../../scripts/lib/debroot.sh"
 dir=${MAILSTACK_HOSTS_DIR:-/var/tmp/mailstack-hosts}
 mkdir -p "$dir"
 pids=()
 for kind in trixie-systemd bookworm-systemd bookworm-openrc; do
-    recipe=$(sha256sum <"$here/make-root.sh" | cut -d' ' -f1)
-    [ "$(cat "$dir/$kind/etc/mailstack-test-root" 2>/dev/null)" = "$recipe" ] && continue
+    [ "$(cat "$dir/$kind/etc/mailstack-test-root" 2>/dev/null)" = "$(recipe "$here")" ] && continue
     bash "$here/make-root.sh" "${kind%-*}" "${kind#*-}" "$dir/$kind" &
     pids+=($!)
 done

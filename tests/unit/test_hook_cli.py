@@ -44,3 +44,46 @@ def test_damaged_state_is_one_error_line_and_exit_2(tmp_path, monkeypatch, capsy
     assert cli.main(["deploy-hook"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "damaged" in err and "Traceback" not in err
+
+
+def _without_site(path):
+    """The hook's own command line, minus the test environment's site-packages (-S), where this
+    package is installed: only the directory the hook pins is searched, as on a host."""
+    first = path.read_text().splitlines()[0]
+    assert first == f"#!{sys.executable} -I"
+    return [sys.executable, "-I", "-S", str(path)]
+
+
+def test_hook_left_behind_by_a_removed_package_says_so_and_exits_0(tmp_path, monkeypatch):
+    """After `apt-get remove` (or a deleted virtualenv) certbot still runs the hooks: no failure."""
+    gone = tmp_path / "gone" / "mailstack_installer"
+    monkeypatch.setattr(hook, "__file__", str(gone / "hook.py"))
+    config_dir = tmp_path / "le"
+    hook.install_hooks(str(config_dir))
+    for kind in ("deploy", "post"):
+        path = config_dir / "renewal-hooks" / kind / "mailstack"
+        env = {"PATH": os.environ["PATH"], "RENEWED_LINEAGE": str(config_dir / "live" / "a.test")}
+        proc = subprocess.run(
+            _without_site(path), env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == ""
+        assert proc.stdout == (
+            "certbot-mailstack is not installed any more: this hook does nothing "
+            f"(delete {path} to silence it)\n"
+        )
+
+
+def test_hook_does_not_hide_a_broken_install(tmp_path, monkeypatch):
+    """Only the package itself missing is 'removed'; any other import failure stays an error."""
+    parent = tmp_path / "site"
+    package = parent / "mailstack_installer"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "cli.py").write_text("import mailstack_dependency_that_is_missing\n")
+    monkeypatch.setattr(hook, "__file__", str(package / "hook.py"))
+    hook.install_hooks(str(tmp_path / "le"))
+    path = tmp_path / "le" / "renewal-hooks" / "deploy" / "mailstack"
+    proc = subprocess.run(_without_site(path), capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "mailstack_dependency_that_is_missing" in proc.stderr
