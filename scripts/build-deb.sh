@@ -7,7 +7,6 @@
 # and made again when this script or debian/control changes. Run as root (chroot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-top=$(pwd)
 # shellcheck source=lib/debroot.sh
 . scripts/lib/debroot.sh
 
@@ -39,6 +38,14 @@ if [ "$(cat "$root/etc/mailstack-build-root" 2>/dev/null)" != "$stamp" ]; then
     echo "$stamp" >"$root.tmp/etc/mailstack-build-root"
     rm -rf "$root"
     mv "$root.tmp" "$root"
+fi
+
+# Nothing to do when OUTDIR holds the build of this very tree (and build root).
+digest=$({ git ls-files -z --cached --others --exclude-standard | sort -z | xargs -0 sha256sum; echo "$stamp"; } \
+    | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$out/source-digest" 2>/dev/null)" = "$digest" ] && compgen -G "$out/*.deb" >/dev/null; then
+    say "up to date: $(cd "$out" && ls ./*.deb)"
+    exit 0
 fi
 
 # The source: the upstream tree (tracked and new files, as git sees them) as the orig tarball, and
@@ -80,5 +87,6 @@ if grep -q '^[EW]: ' "$work/lintian.txt" && grep '^[EW]: ' "$work/lintian.txt" \
     say "lintian reports the errors or warnings above (all of lintian's output: $out/lintian.txt)"
     exit 1
 fi
+echo "$digest" >"$out/source-digest"
 say "built $(cd "$out" && ls ./*.deb); lintian: $(grep -c '^[EWIPX]: ' "$out/lintian.txt" || true) tags, \
 no error or warning beyond the accepted ($allowed)"

@@ -17,7 +17,7 @@ import pytest
 
 NEEDED = ("postfix", "postmap", "postconf", "dovecot", "doveconf", "doveadm", "pebble", "certbot")
 #: What the real-host suite needs on this machine (the daemons are inside the booted hosts).
-HOST_TOOLS = ("systemd-nspawn", "debootstrap", "nsenter")
+HOST_TOOLS = ("systemd-nspawn", "debootstrap", "nsenter", "git")
 
 
 def missing_prerequisites(needed: Sequence[str] = NEEDED) -> List[str]:

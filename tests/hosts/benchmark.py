@@ -21,14 +21,14 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-from tests.hosts.conftest import GUEST, Kind, PreparedRoots
+from tests.hosts.conftest import GUEST, Kind, PreparedRoots, install_package
 from tests.hosts.machine import Machine
 from tests.hosts.mailhost import PORTS, Mailhost
 
 KINDS = [Kind("bookworm", "systemd"), Kind("trixie", "systemd")]
 #: Names judged on every port after the import, picked at random (seeded by the size).
 SAMPLE = 10
-TOOL = "PYTHONPATH=/usr/local/lib/certbot-plugins /usr/local/lib/certbot-plugins/bin/certbot-mailstack"
+TOOL = "certbot-mailstack"
 #: Peak address space and peak resident set (kB) of Dovecot's config process.
 MEMORY = "awk '/VmPeak|VmHWM/ {print $2}' /proc/$(pgrep -f dovecot/config | head -n 1)/status"
 
@@ -108,6 +108,7 @@ def run(sizes: List[int], repeat: int) -> List[Dict[str, str]]:
                 try:
                     machine.copy()
                     machine.boot()
+                    install_package(machine)
                     for column, value in measure(machine, kind, size, repeat).items():
                         row[f"{kind.dovecot} {column}"] = value
                 finally:

@@ -1,8 +1,10 @@
 """Fixtures for the real-host suite: booted Debian systems with the distribution's own daemons.
 
 Roots come from tests/hosts/make-root.sh (built once and kept in ``MAILSTACK_HOSTS_DIR``); once
-per run each gets the plugin installed exactly as the README tells Debian users; every test boots
-its own copy, and the copy is killed and deleted when the test ends, whatever it did.
+per run each gets the release's python3-certbot-mailstack package that scripts/build-deb.sh built
+from this tree; every test boots its own copy, installs the package there with apt as the README
+tells Debian users (nothing else: no CERTBOT_PLUGIN_PATH, no PYTHONPATH), and the copy is killed and
+deleted when the test ends, whatever it did.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from tests.hosts.machine import Machine
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS_DIR = Path(os.environ.get("MAILSTACK_HOSTS_DIR", "/var/tmp/mailstack-hosts"))
-PLUGIN_PATH = "/usr/local/lib/certbot-plugins"
 GUEST = "/root/mailstack-tests"
+#: Where each booted host finds the package built for its release.
+DEBS = "/root/debs"
 
 
 @dataclass(frozen=True)
@@ -49,24 +52,25 @@ def _base_root(kind: Kind) -> Path:
     return HOSTS_DIR / kind.name
 
 
+def _package(release: str) -> Path:
+    """python3-certbot-mailstack built from this tree for ``release`` (build-deb.sh skips the build
+    when its output already holds this tree's package)."""
+    out = Path(os.environ.get("MAILSTACK_DEB_DIR", REPO / "dist/deb")) / release
+    subprocess.run(["bash", str(REPO / "scripts/build-deb.sh"), release, str(out)], check=True)
+    (deb,) = out.glob("python3-certbot-mailstack_*_all.deb")
+    return deb
+
+
 def _prepare(kind: Kind, into: Path) -> Path:
-    """A copy of the base root with the plugin installed as the README says for Debian's certbot."""
+    """A copy of the base root with this tree's package for its release (not installed yet: each
+    booted host installs it with apt), this tree (for debian/tests) and the test helpers."""
     root = into / kind.name
     subprocess.run(["cp", "-a", "--reflink=auto", str(_base_root(kind)), str(root)], check=True)
     shutil.copytree(REPO, root / "root/certbot-mailstack", ignore=_IGNORED)
     shutil.copytree(REPO / "tests/hosts/guest", root / GUEST.lstrip("/"))
-    chroot = ["chroot", str(root), "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"]
-    # README, "Use on a mail server", Debian's certbot package:
-    pip = ["python3", "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*chroot, *pip,
-                    "--target", PLUGIN_PATH, "/root/certbot-mailstack"], check=True)  # fmt: skip
-    if kind.init == "systemd":  # what `systemctl edit certbot.service` writes
-        dropin = root / "etc/systemd/system/certbot.service.d/override.conf"
-        dropin.parent.mkdir(parents=True, exist_ok=True)
-        dropin.write_text(f"[Service]\nEnvironment=CERTBOT_PLUGIN_PATH={PLUGIN_PATH}\n")
-    else:  # cron reads /etc/environment through pam_env
-        with open(root / "etc/environment", "a", encoding="utf-8") as handle:
-            handle.write(f"CERTBOT_PLUGIN_PATH={PLUGIN_PATH}\n")
+    deb = _package(kind.release)
+    (root / DEBS.lstrip("/")).mkdir()
+    shutil.copy(deb, root / DEBS.lstrip("/") / deb.name)
     return root
 
 
@@ -104,9 +108,16 @@ def kind(request: pytest.FixtureRequest) -> Kind:
     return param
 
 
+def install_package(host: Machine) -> None:
+    """README, "Use on a mail server", Debian: the package, with apt (offline: its dependencies,
+    certbot among them, are the distribution's and already there)."""
+    host.run(f"cd {DEBS} && apt-get install -y -q --no-install-recommends ./python3-certbot-mailstack_*.deb")
+
+
 @pytest.fixture
-def machine(kind: Kind, prepared_roots: PreparedRoots, tmp_path: Path) -> Iterator[Machine]:
-    """A booted copy of the prepared root for ``kind``; killed and deleted after the test."""
+def bare_machine(kind: Kind, prepared_roots: PreparedRoots, tmp_path: Path) -> Iterator[Machine]:
+    """A booted copy of the prepared root for ``kind``, without the package; killed and deleted
+    after the test."""
     host = Machine(prepared_roots.get(kind), tmp_path, kind.init, f"mh-{os.getpid()}")
     try:
         host.copy()
@@ -114,3 +125,10 @@ def machine(kind: Kind, prepared_roots: PreparedRoots, tmp_path: Path) -> Iterat
         yield host
     finally:
         host.destroy()
+
+
+@pytest.fixture
+def machine(bare_machine: Machine) -> Machine:
+    """A booted host with the package installed by apt."""
+    install_package(bare_machine)
+    return bare_machine

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -127,12 +126,12 @@ class Machine:
 
     # -- inside -------------------------------------------------------------------------------
 
-    def run(self, script: str, *, check: bool = True, timeout: float = 300.0, env: str = "") -> Result:
+    def run(self, script: str, *, check: bool = True, timeout: float = 300.0) -> Result:
         """Run ``script`` with /bin/sh inside, as root, in the container's namespaces and a login-like
-        environment (``env``: extra ``NAME=value`` words)."""
+        environment."""
         argv = ["nsenter", "-t", str(self.pid1), "-m", "-u", "-i", "-n", "-p", "--",
                 "/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "HOME=/root", "LC_ALL=C.UTF-8", *shlex.split(env), "/bin/sh", "-c", script]  # fmt: skip
+                "HOME=/root", "LC_ALL=C.UTF-8", "/bin/sh", "-c", script]  # fmt: skip
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:

@@ -7,7 +7,7 @@ import re
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from tests.hosts.conftest import GUEST, PLUGIN_PATH, Kind
+from tests.hosts.conftest import GUEST, Kind
 from tests.hosts.machine import Machine, Result
 
 #: Every mail port a Debian admin enables: SMTP, submission, submissions, IMAP, IMAPS, POP3, POP3S.
@@ -17,7 +17,6 @@ MYHOSTNAME = f"mailhost.{DOMAIN}"  # make-root.sh: Postfix's myhostname, the def
 ACME = ["--server", "https://127.0.0.1:14000/dir", "--non-interactive", "--agree-tos",
         "--register-unsafely-without-email", "--manual", "--preferred-challenges", "dns",
         "--manual-auth-hook", "/bin/true"]  # fmt: skip
-ENV = f"CERTBOT_PLUGIN_PATH={PLUGIN_PATH}"
 
 
 def error_line(run: Result) -> str:
@@ -33,7 +32,7 @@ class Mailhost:
         self.kind = kind
 
     def sh(self, script: str, check: bool = True) -> Result:
-        return self.machine.run(script, check=check, env=ENV)
+        return self.machine.run(script, check=check)
 
     def start_pebble(self) -> None:
         self.sh(f"sh {GUEST}/pebble-up.sh")
@@ -48,9 +47,9 @@ class Mailhost:
         self.certbot(*verb, *ACME, "--cert-name", cert_name, *domains, *extra)
 
     def tool(self, *args: str, check: bool = True) -> Result:
-        """The certbot-mailstack command as the --target install puts it."""
+        """The certbot-mailstack command the package installs."""
         words = " ".join(f"'{a}'" for a in args)
-        return self.sh(f"PYTHONPATH={PLUGIN_PATH} {PLUGIN_PATH}/bin/certbot-mailstack {words}", check=check)
+        return self.sh(f"certbot-mailstack {words}", check=check)
 
     def renew_as_the_distribution_does(self) -> None:
         """systemd: start Debian's certbot.service (what certbot.timer starts). OpenRC: Debian's
@@ -144,6 +143,6 @@ class Mailhost:
     def service_manager(self) -> str:
         """The backend ``--service-manager auto`` picks on this host."""
         return self.sh(
-            f"PYTHONPATH={PLUGIN_PATH} python3 -c 'from mailstack_installer import service_managers as m, "
+            "python3 -c 'from mailstack_installer import service_managers as m, "
             "settings as s; print(m.detect(s.resolve({})))'"
         ).stdout.strip()

@@ -4,8 +4,9 @@
 #   INIT     systemd | openrc
 # The root has the distribution's own postfix, dovecot-imapd, dovecot-pop3d, certbot and pebble on
 # their standard paths, submission (587) and smtps (465) enabled as an admin would, and autopkgtest
-# (to run debian/tests on the booted host). The plugin itself is not in the root: each run installs
-# the .deb that scripts/build-deb.sh built. Packages come from the mirror this machine's apt uses.
+# with what it needs for a source tree (dpkg-dev, make, patch), to run debian/tests on the booted
+# host. The plugin is not in the root: each test installs the .deb that scripts/build-deb.sh built.
+# Packages come from the mirror this machine's apt uses.
 set -euo pipefail
 release=$1 init=$2 root=$3
 
@@ -33,7 +34,7 @@ postfix postfix/mailname string mailhost.example.test
 SEL
 in_root "$root.tmp" apt-get install -y -q --no-install-recommends "${init_packages[@]}" \
     postfix dovecot-imapd dovecot-pop3d certbot pebble openssl ca-certificates \
-    iproute2 procps autopkgtest >"$root.apt.log" 2>&1 || { tail -n 30 "$root.apt.log" >&2; exit 1; }
+    iproute2 procps autopkgtest dpkg-dev make patch >"$root.apt.log" 2>&1 || { tail -n 30 "$root.apt.log" >&2; exit 1; }
 in_root "$root.tmp" update-ca-certificates >/dev/null 2>&1 || true
 rm -f "$root.tmp/usr/sbin/policy-rc.d"
 in_root "$root.tmp" apt-get clean
