@@ -40,15 +40,26 @@ if [ "$(cat "$root/etc/mailstack-build-root" 2>/dev/null)" != "$stamp" ]; then
     mv "$root.tmp" "$root"
 fi
 
+# The tree's files, NUL-separated: as git sees them (tracked and new, not ignored), or in an
+# unpacked sdist or tarball everything but build products and caches.
+sources() {
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files -z --cached --others --exclude-standard "$@"
+    else
+        find "${@:-.}" \( -name .git -o -name .venv -o -name dist -o -name build -o -name __pycache__ \
+            -o -name '*.egg-info' -o -name '.*_cache' \) -prune -o -type f -printf '%p\0' | sed -z 's|^\./||'
+    fi
+}
+
 # Nothing to do when OUTDIR holds the build of this very tree (and build root).
-digest=$({ git ls-files -z --cached --others --exclude-standard | sort -z | xargs -0 sha256sum; echo "$stamp"; } \
+digest=$({ sources | sort -z | xargs -0 sha256sum; echo "$stamp"; } \
     | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$out/source-digest" 2>/dev/null)" = "$digest" ] && compgen -G "$out/*.deb" >/dev/null; then
     say "up to date: $(cd "$out" && ls ./*.deb)"
     exit 0
 fi
 
-# The source: the upstream tree (tracked and new files, as git sees them) as the orig tarball, and
+# The source: the upstream tree (sources above) as the orig tarball, and
 # debian/ beside it, unpacked where the unprivileged builder works.
 upstream=$(python3 -c 'import re,sys; print(re.search(r"__version__ = \"(.+)\"", sys.stdin.read())[1])' \
     <mailstack_installer/__init__.py)
@@ -59,11 +70,11 @@ version=$(in_root "$root" dpkg-parsechangelog -l /tmp/changelog -S Version)
 work=$root/home/builder/build
 rm -rf "$work"
 mkdir -p "$work/certbot-mailstack-$upstream"
-git ls-files -z --cached --others --exclude-standard | grep -zv '^debian/' \
+sources | grep -zv '^debian/' \
     | xargs -0 tar -cf - --no-recursion | tar -xf - -C "$work/certbot-mailstack-$upstream"
 tar -C "$work" --sort=name --owner=0 --group=0 --mtime=@0 -czf \
     "$work/python-certbot-mailstack_$upstream.orig.tar.gz" "certbot-mailstack-$upstream"
-git ls-files -z --cached --others --exclude-standard debian | xargs -0 tar -cf - | tar -xf - \
+sources debian | xargs -0 tar -cf - | tar -xf - \
     -C "$work/certbot-mailstack-$upstream"
 chroot "$root" chown -R builder: /home/builder/build
 
