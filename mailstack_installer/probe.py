@@ -8,6 +8,7 @@ version was spoken, within one overall time budget per check.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 import ssl
@@ -188,6 +189,33 @@ def _connect(host: str, port: int, deadline: float) -> _DeadlineSocket:
     return sock
 
 
+def _handshake(
+    sock: _DeadlineSocket, context: ssl.SSLContext, server_name: Optional[str]
+) -> Tuple[Optional[bytes], str]:
+    """The TLS handshake over ``sock`` through memory buffers; (leaf DER, TLS version).
+
+    Not ``wrap_socket``: when the peer resets the connection before the handshake, CPython's
+    SSLSocket re-raises the reset without closing the socket it made (found by the build's
+    ``-W error``). Here every read goes through ``sock``, within its deadline, and ``sock`` is
+    the only thing to close.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(16384)
+            if not data:
+                raise ssl.SSLEOFError("the server closed the connection in the handshake") from None
+            incoming.write(data)
+    with contextlib.suppress(OSError):  # our Finished: the server logs no aborted handshake
+        sock.sendall(outgoing.read())
+    return tls.getpeercert(binary_form=True), tls.version() or "unknown"
+
+
 def _attempt(
     host: str, port: int, mode: str, server_name: Optional[str], context: ssl.SSLContext, deadline: float
 ) -> Tuple[bytes, str]:
@@ -207,9 +235,7 @@ def _attempt(
         except OSError as exc:
             raise PortError(f"{where}: {exc.strerror or exc} before TLS started") from None
         try:
-            with context.wrap_socket(sock, server_hostname=server_name) as tls:
-                der = tls.getpeercert(binary_form=True)
-                protocol = tls.version() or "unknown"
+            der, protocol = _handshake(sock, context, server_name)
         except ssl.SSLCertVerificationError:
             raise
         except socket.timeout:
