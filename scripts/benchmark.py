@@ -17,6 +17,7 @@ Deployments come first, then renewals, then the hook, each as a series, as in a 
 
     .venv/bin/python scripts/benchmark.py [--sizes 10,100,1000,10000] [--repeat 5] [--map-type hash]
     .venv/bin/python scripts/benchmark.py --booted [--sizes ...] [--repeat ...]   # Dovecot 2.3 | 2.4
+    .venv/bin/python scripts/benchmark.py --include-styles all [--sizes ...]     # bulk import only
 
 Lineages are self-signed (a P-256 leaf per name under one RSA-2048 issuer, so each fullchain holds
 two certificates like certbot's) and kept in --pool for the next run. Needs root, Postfix, Dovecot.
@@ -52,7 +53,7 @@ from mailstack_installer import state as state_module
 from mailstack_installer.model import CertFiles
 from mailstack_installer.pipeline import Pipeline, Request
 from mailstack_installer.probe import SERVICES, ProbeError, served_certificate
-from tests.lab.dovecot import DovecotInstance
+from tests.lab.dovecot import INCLUDES, DovecotInstance
 from tests.lab.ports import LOCALHOST
 from tests.lab.postfix import PostfixInstance
 
@@ -168,13 +169,14 @@ class Host:
     """A mail host of ``size`` names: its own certbot config dir with symlinks into the pool, and its
     own Postfix and Dovecot on 127.0.0.1, running from start() to stop()."""
 
-    def __init__(self, size: int, pool: Path, map_type: str) -> None:
+    def __init__(self, size: int, pool: Path, map_type: str, include: str = "relative") -> None:
         self.size, self.pool, self.map_type = size, pool, map_type
         self.tmp = tempfile.TemporaryDirectory(prefix="mailstack-bench-")
         base = Path(self.tmp.name)
         self.config_dir = str(base / "letsencrypt")
         self.live = base / "letsencrypt" / "live"
-        self.postfix, self.dovecot = PostfixInstance(base / "pf"), DovecotInstance(base / "dc")
+        self.postfix = PostfixInstance(base / "pf")
+        self.dovecot = DovecotInstance(base / "dc", include=include)
         self.renewed = self.live / "d0"  # renewed in place: a real directory, not the pool's
         self.times: Dict[str, List[float]] = {
             key: [] for key in ("deploy", "deploy reload", "renew", "renew reload", "renew cold", "hook")
@@ -232,12 +234,17 @@ class Host:
         self.times["hook"].append(timed(lambda: run_deploy_hook(self.config_dir, self.renewed)))
         self.pipeline.reload_pending()
 
-    def row(self) -> Dict[str, str]:
-        """The table row: the times, and what the daemons serve now (by handshakes)."""
+    def expected(self) -> Dict[str, str]:
+        """The leaf fingerprint each name must be served, by name."""
         expected = {
             lineage_name(i): leaf_fingerprint(self.pool / f"d{i}" / "fullchain.pem") for i in range(self.size)
         }
         expected[lineage_name(0)] = leaf_fingerprint(self.renewed / "fullchain.pem")
+        return expected
+
+    def row(self) -> Dict[str, str]:
+        """The table row: the times, and what the daemons serve now (by handshakes)."""
+        expected = self.expected()
         memory = config_process_memory(self.dovecot)
         smtps = served_count(self.postfix.ports["smtps"], SERVICES["smtps"][1], expected)
         imaps = served_count(self.dovecot.ports["imaps"], SERVICES["imaps"][1], expected)
@@ -277,6 +284,27 @@ def print_table(rows: List[Dict[str, str]]) -> None:
         print("  ".join(row[h].rjust(w) for h, w in zip(headers, widths)))
 
 
+def include_styles(sizes: List[int], styles: List[str], pool: Path, map_type: str) -> List[Dict[str, str]]:
+    """The bulk import (installer time + its reload) at each size, for each way dovecot.conf
+    includes the drop-in; a host at a time. A cell is marked with the count of names Dovecot
+    (imaps) serves with their own certificate when that is not all of them."""
+    rows = []
+    for size in sizes:
+        row = {"names": f"{size:,}"}
+        for style in styles:
+            print(f"N = {size:,}, {style} include: importing ...", file=sys.stderr)
+            host = Host(size, pool, map_type, include=style)
+            try:
+                host.start()
+                imaps = served_count(host.dovecot.ports["imaps"], SERVICES["imaps"][1], host.expected())
+            finally:
+                host.stop()
+            cell = f"{host.bulk:.1f} + {host.bulk_reload:.1f}"
+            row[style] = cell if imaps == size else f"{cell} ({imaps} served!)"
+        rows.append(row)
+    return rows
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the daemons' finally clauses run
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -291,8 +319,22 @@ def main() -> int:
         action="store_true",
         help="Dovecot 2.3 and 2.4 side by side on booted Debian 12 and 13 hosts (tests/hosts/benchmark.py)",
     )
+    parser.add_argument(
+        "--include-styles",
+        metavar="LIST",
+        help="only the bulk import, per way dovecot.conf includes the drop-in: a comma list of "
+        f"{', '.join(INCLUDES)}, or all",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.include_styles:
+        styles = list(INCLUDES) if args.include_styles == "all" else args.include_styles.split(",")
+        fill_pool(Path(args.pool), max(sizes), args.repeat)
+        print_table(include_styles(sizes, styles, Path(args.pool), args.map_type))
+        print()
+        print("seconds: the bulk import of every lineage (installer time) + the reload after it, "
+              "with its confirmation by handshakes")  # fmt: skip
+        return 0
     if args.booted:
         from tests.hosts import benchmark as booted
 

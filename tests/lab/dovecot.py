@@ -26,12 +26,23 @@ MAX_BASE_DIR_LEN = 70
 MAIL_USER = "dovecot"
 
 
+#: How dovecot.conf includes conf.d/ (and with it the drop-in), by style: as Debian does, by
+#: absolute path, by absolute path with !include_try, or the drop-in alone from local.conf.
+INCLUDES = {
+    "relative": "!include_try conf.d/*.conf",
+    "absolute": "!include {dir}/conf.d/*.conf",
+    "include_try": "!include_try {dir}/conf.d/*.conf",
+    "local.conf": "!include_try {dir}/local.conf",
+}
+
+
 class DovecotInstance:
     """Dovecot run with ``dovecot -c config_file``; never reads /etc/dovecot or uses /run/dovecot."""
 
-    def __init__(self, base: Path, *, hostname: str = DEFAULT_NAME) -> None:
+    def __init__(self, base: Path, *, hostname: str = DEFAULT_NAME, include: str = "relative") -> None:
         self.base = base
         self.hostname = hostname
+        self.include = include
         self.config_dir = base / "dovecot"
         self.config_file = self.config_dir / "dovecot.conf"
         self.conf_d = self.config_dir / "conf.d"
@@ -111,7 +122,7 @@ service pop3-login {{
   }}
 }}
 
-!include_try conf.d/*.conf
+{INCLUDES[self.include].format(dir=self.config_dir)}
 """
 
     def _prepare(self) -> None:
@@ -132,6 +143,10 @@ service pop3-login {{
             make_self_signed(self.certs_dir, self.hostname)
         if not self.config_file.exists() or old_paths != (self.base_dir, self.mail_dir):
             self.config_file.write_text(self.dovecot_conf())
+        # conf.d is never empty on a real host ("!include" of a pattern that matches nothing fails).
+        (self.conf_d / "10-lab.conf").write_text("# Written by tests.lab.dovecot.\n")
+        if self.include == "local.conf":
+            (self.config_dir / "local.conf").write_text(f"!include_try {self.conf_d}/99-mailstack-sni.conf\n")
 
     def doveadm(self, *args: str) -> str:
         """Run ``doveadm -c config_file ARGS`` and return its stdout."""
