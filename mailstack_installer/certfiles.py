@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
 import re
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Set, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .errors import InputError
-from .model import CertFiles
+from .model import CertFiles, Plan
 from .names import check_path
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -167,3 +168,29 @@ def check_files(files: CertFiles) -> CheckedFiles:
         dns_names = ()
     digest = pem_digest(key_data + b"\n" + chain_data)
     return CheckedFiles(files, dns_names, digest, key_type(key))
+
+
+def gone_lineages(plan: Plan, keep: Set[str]) -> Set[str]:
+    """The lineages of ``plan`` (but those in ``keep``, checked now) whose full chain or key no
+    longer exists.
+
+    certbot removes a whole ``live/<name>`` directory, so the directory the lineages share is
+    listed once and only those missing from the listing are looked up on their own: 10,000
+    lineages cost one ``listdir`` and set operations, not 20,000 ``stat`` calls. A key kept
+    outside its lineage directory is looked up on its own.
+    """
+    lineages = plan.lineages
+    every = lineages.ids()
+    if not every:
+        return set()
+    ids = every - keep
+    shared = os.path.commonpath([min(every), max(every)])  # every id lies between them
+    head = shared.rstrip("/") + "/"  # paths are absolute (names.check_path)
+    try:
+        listed = {head + entry for entry in os.listdir(head)}
+    except OSError:
+        listed = set()
+    missing = {lid for lid in ids - listed if not os.path.exists(lineages[lid].files.fullchain)}
+    apart = lineages.keys_apart()
+    missing.update(lid for lid, key in apart if lid in ids and lid not in missing and not os.path.exists(key))
+    return missing

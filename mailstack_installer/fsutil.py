@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import secrets
 import tempfile
 import time
 from typing import Dict, Optional, Sequence, Set
@@ -144,6 +145,33 @@ def snapshot(src: str, dst: str, mode: int = 0o600) -> bool:
             return False
         atomic_write(dst, data, mode=mode)
         return True
+
+
+def set_aside(path: str) -> Optional[str]:
+    """A hard link to ``path`` under a temp name beside it, before a new file is renamed over it:
+    put_back() restores it, remove_quietly() drops it; a killed run's is swept as a temp file.
+    None if ``path`` does not exist."""
+    directory, base = os.path.split(path)
+    for _ in range(8):
+        aside = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.mailstack-tmp")
+        try:
+            os.link(path, aside)
+            return aside
+        except FileNotFoundError:
+            return None
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise MisconfiguredError(f"cannot keep {path} to undo its change: {exc.strerror}") from None
+    raise MisconfiguredError(f"cannot keep {path} to undo its change: no free temp name")
+
+
+def put_back(aside: Optional[str], path: str) -> None:
+    """Undo a replace of ``path`` that set_aside prepared (None: there was no file: remove it)."""
+    if aside is None:
+        remove_quietly(path)
+    else:
+        replace(aside, path)
 
 
 def read_or_none(path: str) -> Optional[bytes]:

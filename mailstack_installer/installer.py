@@ -17,7 +17,7 @@ from certbot import errors, interfaces
 from certbot.display import util as display_util
 from certbot.plugins import common
 
-from . import hook, listeners, verify
+from . import hook, verify
 from .errors import InputError, MailstackError, NotInstalledError
 from .model import CertFiles
 from .names import normalize_name
@@ -149,11 +149,8 @@ class Installer(common.Installer, interfaces.RenewDeployer):
     def config_test(self) -> None:
         with _translated():
             pipeline = self._pipeline()
-            postfix, dovecot = pipeline.daemons(pipeline.settings())
-            if postfix is not None:
-                postfix.postconf("tls_server_sni_maps")
-            if dovecot is not None:
-                dovecot.validate()
+            for daemon in pipeline.daemons(pipeline.settings()):
+                daemon.check_config()
 
     def restart(self) -> None:
         """Apply anything still staged, then reload each daemon whose configuration changed.
@@ -233,7 +230,9 @@ class Installer(common.Installer, interfaces.RenewDeployer):
     def _verify(self, pipeline: Pipeline) -> None:
         """--mailstack-verify: report (not fail on) names a daemon does not serve correctly."""
         settings = pipeline.settings()
-        found = [item for service in settings.services for item in listeners.for_daemon(settings, service)]
+        found = [
+            item for daemon in pipeline.daemons(settings) if daemon is not None for item in daemon.listeners()
+        ]
         plan = pipeline.store.load().plan
         mapped = set(plan.names())
         names = [n for n in dict.fromkeys(self._deployed_names) if n in mapped]

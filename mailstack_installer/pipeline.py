@@ -11,30 +11,24 @@ import contextlib
 import gc
 import logging
 import os
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
-from . import fsutil, listeners, service_managers
-from .certfiles import CheckedFiles, check_files, key_type_of_file
+from . import fsutil, service_managers
+from .certfiles import CheckedFiles, check_files, gone_lineages, key_type_of_file
 from .confirm import confirm, serving
-from .dovecot import Dovecot, Rendered, render_dropin
-from .errors import (
-    CommandError,
-    InputError,
-    MailstackError,
-    MisconfiguredError,
-    NotInstalledError,
-    ServiceError,
-)
-from .fsutil import text_digest
+from .daemon import Change, Daemon
+from .dovecot import Dovecot
+from .errors import InputError, MailstackError, MisconfiguredError, ServiceError
 from .listeners import Listener
-from .maptables import Layout, tables_for
-from .model import CertFiles, Lineage, Plan, Serving, as_serving, in_directory
+from .model import CertFiles, Lineage, Plan, Serving
 from .names import normalize_name, probe_name
-from .postfix import Candidate, Postfix, chain_value, same_chain
+from .postfix import Postfix
+from .postfix.mapfile import Layout
 from .previous import Previous
 from .settings import Settings, merge_options, resolve
-from .state import Staged, State, StateStore
+from .state import State, StateStore
+from .transaction import Transaction
 from .verify import lineage_leaf
 
 logger = logging.getLogger(__name__)
@@ -100,14 +94,14 @@ def default_files(plan: Plan, name: str) -> Optional[CertFiles]:
     return serving[0] if serving else None
 
 
-@dataclass(frozen=True)
-class DefaultChain:
-    """What to do with Postfix's ``smtpd_tls_chain_files``: its value now, the value to set
-    (None: leave it), and the value it had before this package first set it (None: not set by us)."""
-
-    current: str
-    value: Optional[str]
-    before: Optional[str]
+def default_name(settings: Settings, daemons: Sequence[Daemon[Any]]) -> str:
+    """The name whose lineage becomes the default certificate ("" for none): as given, else the
+    host's own name as a daemon knows it (Postfix's myhostname)."""
+    if settings.default_name == "none":
+        return ""
+    if settings.default_name:
+        return settings.default_name
+    return next((name for name in (daemon.own_name() for daemon in daemons) if name), "")
 
 
 class Pipeline:
@@ -151,15 +145,18 @@ class Pipeline:
         options = merge_options(state.options, self.given)
         return options, resolve(options)
 
-    def daemons(self, settings: Settings) -> Tuple[Optional[Postfix], Optional[Dovecot]]:
-        postfix = Postfix(settings) if settings.uses("postfix") else None
-        dovecot = Dovecot(settings) if settings.uses("dovecot") else None
-        return postfix, dovecot
+    def daemons(self, settings: Settings) -> List[Daemon[Any]]:
+        """The daemons the settings name, in the order they are changed and reloaded."""
+        found: List[Daemon[Any]] = []
+        if settings.uses("postfix"):
+            found.append(Postfix(settings))
+        if settings.uses("dovecot"):
+            found.append(Dovecot(settings))
+        return found
 
     def check_installed(self, settings: Settings) -> None:
         for daemon in self.daemons(settings):
-            if daemon is not None:
-                daemon.check_installed()
+            daemon.check_installed()
 
     # -- deploying ----------------------------------------------------------------------------
 
@@ -210,7 +207,9 @@ class Pipeline:
             for start in range(0, len(pairs), self.IMPORT_BATCH):
                 batch = pairs[start : start + self.IMPORT_BATCH]
                 try:
-                    self._deploy_checked(state, settings, options, batch, None, result.outcome, expected)
+                    state = self._deploy_checked(
+                        state, settings, options, batch, None, result.outcome, expected
+                    )
                 except ServiceError as exc:  # the daemon's fault, not a lineage's: trying each cannot
                     # help; the batches before are on disk, not served: back to what is served
                     back = (
@@ -220,7 +219,7 @@ class Pipeline:
                 except MailstackError:  # find the lineage at fault: apply the batch one by one
                     for pair in batch:
                         try:
-                            self._deploy_checked(
+                            state = self._deploy_checked(
                                 state, settings, options, [pair], None, result.outcome, expected
                             )
                         except MailstackError as exc:
@@ -252,7 +251,7 @@ class Pipeline:
                 plan = _typed(state.plan, [lineage]).with_lineage(lineage)
             else:
                 plan = state.plan.without([lineage_id])
-            plan = self._prune(plan, {lineage_id}, outcome, state)
+            plan = self._prune(plan, {lineage_id}, outcome)
             changed = checked.digest != known.digest
             self._apply(state, settings, options, plan, changed, None, outcome)
         return outcome
@@ -313,7 +312,7 @@ class Pipeline:
 
     #: How long a reloaded daemon may take to serve TLS and the new certificates before it counts as
     #: dark or refusing: Dovecot parses its whole configuration again and serves no TLS meanwhile,
-    #: ~10 s at 10,000 names on 2.3 and ~5 s at 20,000 on 2.4 (FACTS §3.3, docs/design.md); a daemon
+    #: ~10 s at 10,000 names on 2.3 and ~5 s at 20,000 on 2.4 (docs/benchmarks.md); a daemon
     #: that refused the configuration is judged only when this runs out (70 s at 20,000 names).
     CONFIRM_TIMEOUT = 10.0
     CONFIRM_TIMEOUT_PER_NAME = 0.003
@@ -325,19 +324,20 @@ class Pipeline:
         """Reload each daemon with a pending change; ``held`` gets, per daemon reloaded, its TLS
         listeners and those that served just before the reload (what it must serve again)."""
         manager = service_managers.for_settings(settings)
-        postfix, dovecot = self.daemons(settings)
-        for service, daemon in (("postfix", postfix), ("dovecot", dovecot)):
+        daemons = {daemon.service: daemon for daemon in self.daemons(settings)}
+        for service in [*settings.services, *sorted(state.pending_reload - set(settings.services))]:
             if service not in state.pending_reload:
                 continue
+            daemon = daemons.get(service)  # None: no longer configured
             if daemon is not None and not daemon.is_running():
                 self._warn(
                     outcome, f"{service} is not running; it will serve the new certificates when it starts"
                 )
             elif daemon is not None:
                 if service not in held:  # a rollback keeps what served before the change
-                    found = listeners.for_daemon(settings, service)
+                    found = daemon.listeners()
                     held[service] = (found, serving(found))
-                _reload_one(manager, service)
+                service_managers.reload(manager, service)
                 outcome.reloaded.append(service)
             state.pending_reload.discard(service)
             self.store.save(state)
@@ -385,9 +385,8 @@ class Pipeline:
         with self._run():
             state = self.store.load()
             settings = self.settings(state)
-            postfix, _ = self.daemons(settings)
-            if postfix is not None:
-                postfix.rebuild_live()
+            for daemon in self.daemons(settings):
+                daemon.after_restore()
             state.pending_reload |= set(settings.services)
             self.store.save(state)
 
@@ -407,7 +406,8 @@ class Pipeline:
         checkpoint: Optional[Checkpoint],
         outcome: Outcome,
         expected_names: int = 0,
-    ) -> None:
+    ) -> State:
+        """Apply the checked requests to ``state``; the new state."""
         lineages = [
             self._lineage(request, checked, state.plan.lineages.get(checked.files.lineage_id))
             for request, checked in pairs
@@ -417,8 +417,10 @@ class Pipeline:
             for lin in lineages
         )
         plan = _typed(state.plan, lineages).with_lineages(lineages)
-        plan = self._prune(plan, {lin.id for lin in lineages}, outcome, state)
-        self._apply(state, settings, options, plan, content_changed, checkpoint, outcome, expected_names)
+        plan = self._prune(plan, {lin.id for lin in lineages}, outcome)
+        return self._apply(
+            state, settings, options, plan, content_changed, checkpoint, outcome, expected_names
+        )
 
     @staticmethod
     def _lineage(request: Request, checked: CheckedFiles, known: Optional[Lineage]) -> Lineage:
@@ -437,25 +439,13 @@ class Pipeline:
                     names.setdefault(name, None)
         return Lineage(checked.files, tuple(names), checked.digest, checked.key_type)
 
-    def _prune(self, plan: Plan, keep: Set[str], outcome: Outcome, state: Optional[State] = None) -> Plan:
-        """Drop lineages whose files are gone (``certbot delete``) instead of breaking the daemons;
-        record in ``state`` what _missing says the directory of the lineages was like."""
-        missing, seen = _missing(plan, keep, state.lineage_dir if state is not None else "")
-        if state is not None:
-            state.lineage_dir = seen
+    def _prune(self, plan: Plan, keep: Set[str], outcome: Outcome) -> Plan:
+        """Drop lineages whose files are gone (``certbot delete``) instead of breaking the daemons."""
+        missing = gone_lineages(plan, keep)
         gone = [plan.lineages[lid] for lid in sorted(missing)]
         for lin in gone:
             self._warn(outcome, f"unmapped {', '.join(lin.names)}: {lin.files.fullchain} no longer exists")
         return plan.without(lin.id for lin in gone) if gone else plan
-
-    def _touched_files(self, settings: Settings, layouts: Sequence[Layout]) -> Set[str]:
-        postfix, dovecot = self.daemons(settings)
-        files = set(self.store.files())
-        if postfix is not None:
-            files |= {source for layout in layouts for source in layout.sources()} | {postfix.main_cf}
-        if dovecot is not None:
-            files.add(settings.dovecot_config)
-        return files
 
     def _apply(
         self,
@@ -467,275 +457,67 @@ class Pipeline:
         checkpoint: Optional[Checkpoint],
         outcome: Outcome,
         expected_names: int = 0,
-    ) -> None:
-        """Render, validate and swap in ``plan`` (see the module docstring); ``expected_names``:
-        how many names the plan is about to grow to (a bulk import), for the map's layout."""
-        postfix, dovecot = self.daemons(settings)
-        before_layout = Layout(settings.postfix_map, state.postfix_tables)
-        layout = Layout(
-            settings.postfix_map,
-            tables_for(
-                max(plan.name_count(), expected_names), state.postfix_tables, settings.postfix_map_tables
-            ),
-        )
-        fsutil.remove_stale_temps([*layout.sources(), settings.dovecot_config, *self.store.files()])
-        for fixed in postfix.secure_live_files(layout) if postfix is not None else []:
-            self._warn(outcome, f"private key material was exposed: {fixed}")
+    ) -> State:
+        """Make the daemons serve ``plan``; the new state. Each daemon prepares its part (candidate
+        beside the live files, validated); then the previous configuration is kept, the new state
+        staged (a full disk fails here), each part swapped in, and the state committed. A failure
+        anywhere undoes every step taken, in reverse order. ``expected_names``: how many names the
+        plan is about to grow to (a bulk import), for the map's layout."""
+        daemons = self.daemons(settings)
         changed, _dropped = plan.lineages.changes_from(state.plan.lineages)
-        tables: Dict[int, str] = {}
-        edits = None
-        sources = state.postfix_sources
-        if postfix is not None:
-            tables, edits, sources = postfix.tables_to_build(
-                plan, state.plan, changed, layout, before_layout, state.postfix_sources
-            )
-        default_name = self._default_name(settings, postfix)
-        default = default_serving(plan, default_name)
-        before_default = default_serving(state.plan, default_name)
-        dropin = None
-        if dovecot is not None:
-            dropin = dovecot.render(plan, state.plan, changed, default, before_default, state.dovecot_dropin)
-        chain = self._default_chain(state, postfix, default)
-        rebuild_map = postfix is not None and (bool(tables) or not postfix.check_parameter(layout))
-        write_dropin = dropin is not None and _read_text(settings.dovecot_config) != dropin.text
-        set_chain = chain is not None and chain.value is not None
-        if not (rebuild_map or write_dropin or content_changed or set_chain):
-            before = chain.before if chain is not None else state.default_chain_before
-            if (plan, options, before, sources) != (
-                state.plan,
-                state.options,
-                state.default_chain_before,
-                state.postfix_sources,
-            ):
-                state.plan, state.options, state.default_chain_before = plan, options, before
-                state.postfix_sources = sources
-                self.store.save(state)
-            return
-        if dovecot is not None and dropin is not None and write_dropin:
-            self._raise_limit_first(settings, state, dovecot, dropin, before_default, outcome)
-        # Everything that can be checked is checked before the first live file changes:
-        # the candidate map is built and verified beside the live one, the include is confirmed.
-        candidate = (
-            postfix.build_candidate(plan, layout, tables, edits, state.postfix_stamps, changed)
-            if postfix is not None and rebuild_map
-            else None
+        name = default_name(settings, daemons)
+        change = Change(
+            before=state.plan,
+            after=plan,
+            changed=tuple(changed),
+            content_changed=content_changed,
+            default=default_serving(plan, name),
+            before_default=default_serving(state.plan, name),
+            pending_reload=frozenset(state.pending_reload),
+            expected_names=expected_names,
         )
-        previous_dropin = dovecot.current() if dovecot is not None else None
-        swapped_dropin = swapped_chain = False
-        staged_state: Optional[Staged] = None
-        saved_previous = False
-        try:
-            if dovecot is not None and write_dropin:
-                dovecot.check_included()
+        fsutil.remove_stale_temps(self.store.files())
+        with Transaction() as undo:
+            steps = [
+                (daemon, daemon.prepare(change, state.record(daemon.service), undo)) for daemon in daemons
+            ]
+            for _, step in steps:
+                for warning in step.warnings:
+                    self._warn(outcome, warning)
+            new_state = replace(
+                state.with_records({daemon.service: step.record for daemon, step in steps}),
+                options=options,
+                plan=plan,
+            )
+            reloads = [daemon.service for daemon, step in steps if step.reload]
+            touched = set().union(*(step.files for _, step in steps))
+            if not reloads and not touched:
+                if new_state != state:
+                    self.store.save(new_state)
+                undo.commit()
+                return new_state
+            new_state = replace(
+                new_state,
+                pending_reload=state.pending_reload | set(reloads),
+                unconfirmed=state.unconfirmed | set(changed),
+            )
             if checkpoint is not None:
-                touched = self._touched_files(settings, [before_layout, layout])
-                existing = {f for f in touched if os.path.exists(f)}
+                touched |= set(self.store.files())
+                existing = {path for path in touched if os.path.exists(path)}
                 checkpoint(existing, touched - existing)
             if not self.previous.exists():  # else it holds the last configuration confirmed served
-                self.previous.save(settings, self.store.files(), before_layout.sources())
-                saved_previous = True
-            new_state = State(
-                options,
-                plan,
-                set(state.pending_reload),
-                set(state.unconfirmed) | set(changed),
-                default_chain_before=chain.before if chain is not None else state.default_chain_before,
-                dovecot_dropin=text_digest(dropin.text.encode())
-                if dropin is not None
-                else state.dovecot_dropin,
-                postfix_tables=layout.count,
-                postfix_stamps=_stamps(postfix, candidate, state.postfix_stamps, layout != before_layout),
-                postfix_sources=sources,
-                lineage_dir=state.lineage_dir,
-            )
-            if rebuild_map or set_chain:
-                new_state.pending_reload.add("postfix")
-            if dovecot is not None and (write_dropin or content_changed):
-                new_state.pending_reload.add("dovecot")
-            staged_state = self.store.stage(new_state)  # fails here, not after the swap
-            if dovecot is not None and dropin is not None and write_dropin:
-                dovecot.install(dropin.text, dropin.check_text)  # puts the old drop-in back if refused
-                swapped_dropin = True
-            if postfix is not None and candidate is not None:
-                postfix.commit(candidate)
-            if postfix is not None and chain is not None and chain.value is not None:
-                swapped_chain = True
-                postfix.set_default_chain(chain.value)
-            self.store.commit(staged_state)
-        except BaseException:
-            if staged_state is not None:
-                self.store.discard(staged_state)
-            if saved_previous:
-                self.previous.drop()
-            if postfix is not None and candidate is not None:
-                postfix.discard(candidate)
-            if dovecot is not None and swapped_dropin:
-                dovecot.restore(previous_dropin)
-            if postfix is not None and chain is not None and swapped_chain:
-                postfix.set_default_chain(chain.current)
-            raise
-        if postfix is not None and chain is not None and chain.value:
-            overrides = postfix.default_overrides()
-            if overrides:
-                self._warn(
-                    outcome,
-                    f"master.cf gives {', '.join(overrides)} its own certificate (-o "
-                    "smtpd_tls_chain_files or smtpd_tls_cert_file): clients without SNI there do not "
-                    f"get the default certificate set in {postfix.main_cf}",
-                )
-        outcome.changed += ["postfix"] if rebuild_map or set_chain else []
-        outcome.changed += ["dovecot"] if dovecot is not None and (write_dropin or content_changed) else []
-        state.plan, state.options = plan, options
-        state.pending_reload, state.unconfirmed = new_state.pending_reload, new_state.unconfirmed
-        state.default_chain_before = new_state.default_chain_before
-        state.dovecot_dropin = new_state.dovecot_dropin
-        state.postfix_tables = new_state.postfix_tables
-        state.postfix_stamps, state.postfix_sources = new_state.postfix_stamps, new_state.postfix_sources
-
-    @staticmethod
-    def _default_name(settings: Settings, postfix: Optional[Postfix]) -> str:
-        """The name whose lineage becomes the default certificate ("" for none): as given, else
-        Postfix's myhostname."""
-        if settings.default_name == "none":
-            return ""
-        if settings.default_name or postfix is None:
-            return settings.default_name
-        raw = postfix.myhostname()
-        try:
-            return normalize_name(raw)
-        except InputError:
-            logger.info("Postfix's myhostname %r is no host name: no default certificate is set", raw)
-            return ""
-
-    @staticmethod
-    def _default_chain(
-        state: State, postfix: Optional[Postfix], default: Union[CertFiles, Serving, None]
-    ) -> Optional[DefaultChain]:
-        """Point smtpd_tls_chain_files at the lineage(s) covering the default name; when none does
-        any more, put back the value it had before this package set it, unless it was changed by
-        hand."""
-        if postfix is None:
-            return None
-        current, before = postfix.default_chain(), state.default_chain_before
-        serving = as_serving(default)
-        if serving:
-            value = chain_value(serving)
-            if same_chain(current, value):
-                return DefaultChain(current, None, before)
-            return DefaultChain(current, value, current if before is None else before)
-        if before is None:
-            return DefaultChain(current, None, None)
-        ours = [chain_value(lin.files) for lin in state.plan.lineages.values()]
-        ours += {chain_value(serving) for _, serving in state.plan.served() if len(serving) > 1}
-        if not any(same_chain(current, value) for value in ours):
-            logger.info(
-                "smtpd_tls_chain_files was changed in %s since certbot-mailstack set it: left as it is",
-                postfix.main_cf,
-            )
-            return DefaultChain(current, None, None)
-        if same_chain(current, before):
-            return DefaultChain(current, None, None)
-        return DefaultChain(current, before, None)
-
-    def _raise_limit_first(
-        self,
-        settings: Settings,
-        state: State,
-        dovecot: Dovecot,
-        dropin: Rendered,
-        default: Serving,
-        outcome: Outcome,
-    ) -> None:
-        """Give the running Dovecot its larger config process limit, with the blocks it has now,
-        before the blocks grow past the old limit: its own write, reload and wait (FACTS §3.3).
-
-        Not when the live drop-in already sets this limit and Dovecot has been reloaded since it
-        was written: the running config process has it (asking it costs a connection and /proc
-        reads on every deployment of a large host)."""
-        if dropin.limit_mb == dropin.live_limit_mb and "dovecot" not in state.pending_reload:
-            return
-        step = dovecot.limit_step(dropin.limit_mb, dropin.blocks)
-        if step is None:
-            return
-        assert dropin.limit_mb is not None
-        manager = service_managers.for_settings(settings)
-        previous = dovecot.current()
-        text = render_dropin(state.plan, dovecot.syntax(), dropin.limit_mb, default=default)
-        dovecot.install(text, render_dropin(Plan(), dovecot.syntax(), dropin.limit_mb))
-        try:
-            if step == "restart":
-                self._warn(
-                    outcome,
-                    f"restarting dovecot for its config process limit ({dropin.limit_mb} MB): a reload "
-                    "would run out of memory holding the live blocks twice (IMAP/POP3 sessions reconnect)",
-                )
-                _restart_one(manager, "dovecot")
-            else:
-                logger.info("reloading dovecot for its new config process limit before adding blocks")
-                _reload_one(manager, "dovecot")
-            outcome.reloaded.append("dovecot")
-            dovecot.wait_for_limit(dropin.limit_mb)
-        except MisconfiguredError as exc:  # back to the drop-in it served, and make it serve again
-            dovecot.restore(previous)
-            try:
-                _reload_one(manager, "dovecot")
-            except MisconfiguredError as again:
-                raise ServiceError(f"{exc}; putting the previous drop-in back: {again}") from None
-            raise ServiceError(f"{exc}; the previous drop-in was put back and reloaded") from None
-
-
-#: How long the lineages' directory must have been still for its identity to be recorded
-#: (fsutil.settled_identity).
-SETTLED = 2.0
-
-
-def _missing(plan: Plan, keep: Set[str], seen: str = "") -> Tuple[Set[str], str]:
-    """The lineages of ``plan`` (but those in ``keep``, checked now) whose full chain or key no
-    longer exists; and what to record of the directory they share for the next run (see below).
-
-    certbot removes a whole ``live/<name>`` directory, so the directory the lineages share is
-    listed once and only those missing from the listing are looked up on their own: 10,000
-    lineages cost one ``listdir`` and set operations, not 20,000 ``stat`` calls. A key kept
-    outside its lineage directory is looked up on its own.
-
-    Removing an entry changes the directory's mtime. When a listing finds every lineage right in
-    the directory with its key beside its chain, the directory's identity is recorded (``seen``);
-    while the directory keeps it and each lineage deployed since is laid out the same way, no
-    lineage directory was removed, and the listing is skipped: a renewal run of hundreds of
-    lineages on a host of 10,000 lists ``live/`` once.
-    """
-    lineages = plan.lineages
-    incoming = [lineages[lid] for lid in keep if lid in lineages]
-    if seen and _unchanged(seen, incoming):
-        return set(), seen
-    every = lineages.ids()
-    if not every:
-        return set(), ""
-    ids = every - keep
-    shared = os.path.commonpath([min(every), max(every)])  # every id lies between them
-    head = shared.rstrip("/") + "/"  # paths are absolute (names.check_path)
-    stamp = fsutil.settled_identity(head, SETTLED)
-    try:
-        listed = {head + entry for entry in os.listdir(head)}
-    except OSError:
-        listed = set()
-    unlisted = ids - listed
-    missing = {lid for lid in unlisted if not os.path.exists(lineages[lid].files.fullchain)}
-    apart = lineages.keys_apart()
-    missing.update(lid for lid, key in apart if lid in ids and lid not in missing and not os.path.exists(key))
-    laid_out = not unlisted and not apart and all(lin.id in listed for lin in incoming)
-    return missing, f"{stamp}:{head}" if stamp and laid_out else ""
-
-
-def _unchanged(seen: str, incoming: Sequence[Lineage]) -> bool:
-    """Whether the directory recorded in ``seen`` has its identity still, and each lineage in
-    ``incoming`` is right in it with its key beside its chain (else a later listing could miss it)."""
-    *fields, head = seen.split(":", 3)  # "<fsutil.identity>:<head>", as _missing records it
-    directory = head.rstrip("/")
-    for lineage in incoming:
-        if not (in_directory(lineage.id, directory) and in_directory(lineage.files.key, lineage.id)):
-            return False
-    return ":".join(fields) == fsutil.settled_identity(head, SETTLED)
+                before_sources = Layout(settings.postfix_map, state.postfix.tables).sources()
+                self.previous.save(settings, self.store.files(), before_sources)
+                undo.on_failure(self.previous.drop)
+            staged = self.store.stage(new_state)  # a full disk or read-only dir fails here
+            undo.on_failure(self.store.discard, staged)
+            for daemon, step in steps:
+                if step.files:
+                    daemon.swap(step, undo)
+            self.store.commit(staged)
+            undo.commit()
+        outcome.changed += reloads
+        return new_state
 
 
 def _typed(plan: Plan, incoming: Sequence[Lineage]) -> Plan:
@@ -749,40 +531,3 @@ def _typed(plan: Plan, incoming: Sequence[Lineage]) -> Plan:
     typed = [lin._replace(key_type=key_type_of_file(lin.files.key)) for lin in unknown]
     typed = [lin for lin in typed if lin.key_type]
     return plan.with_changes({lin.id: lin for lin in typed}) if typed else plan
-
-
-def _stamps(
-    postfix: Optional[Postfix], candidate: Optional[Candidate], before: Sequence[str], relaid: bool
-) -> List[str]:
-    """The identity of each table after the swap: the candidate's for those it built, the ones
-    recorded before for the others (none of them when the layout changed)."""
-    if postfix is None or candidate is None:
-        return list(before)
-    stamps = ["" for _ in range(candidate.layout.count)]
-    if not relaid:
-        stamps[: len(before)] = list(before)[: candidate.layout.count]
-    for table in candidate.tables:
-        stamps[table.index] = postfix.stamp(table.table)
-    return stamps
-
-
-def _restart_one(manager: service_managers.ServiceManager, service: str) -> None:
-    try:
-        manager.restart(service)
-    except (CommandError, NotInstalledError) as exc:
-        raise ServiceError(f"restarting {service} ({manager.name}) failed: {exc}") from None
-
-
-def _reload_one(manager: service_managers.ServiceManager, service: str) -> None:
-    try:
-        manager.reload(service)
-    except (CommandError, NotInstalledError) as exc:  # systemctl absent is as fatal as a failure
-        raise ServiceError(f"reloading {service} ({manager.name}) failed: {exc}") from None
-
-
-def _read_text(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None

@@ -12,9 +12,10 @@ import os
 import shutil
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import fsutil, runner
+from . import fsutil
 from .errors import MisconfiguredError
-from .postfix import DEFAULT_CHAIN, Postfix, same_chain
+from .postfix import Postfix
+from .postfix.mapfile import DEFAULT_CHAIN, same_chain
 from .settings import Settings
 
 
@@ -56,7 +57,7 @@ class Previous:
         sni_param, default_chain = "", ""
         if settings.uses("postfix"):
             postfix = Postfix(settings)
-            sni_param = " ".join(postfix.postconf("tls_server_sni_maps")).strip()
+            sni_param = postfix.sni_maps()
             default_chain = postfix.default_chain()
         meta = {
             "files": files,
@@ -89,11 +90,8 @@ class Previous:
         if settings.uses("postfix"):
             postfix = Postfix(settings)
             value = meta.get("tls_server_sni_maps", "")
-            if value:
-                runner.run(["postconf", "-c", postfix.dir, "-e", f"tls_server_sni_maps = {value}"])
-                postfix.rebuild_live()
-            else:
-                runner.run(["postconf", "-c", postfix.dir, "-X", "tls_server_sni_maps"])
+            postfix.set_sni_maps(value)
+            if not value:
                 for source in map_sources:
                     for suffix in (".db", ".lmdb", ".cdb"):
                         fsutil.remove_quietly(source + suffix)

@@ -19,7 +19,7 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 from . import runner
 from .constants import CLI_DEFAULTS
-from .errors import InputError, MisconfiguredError
+from .errors import CommandError, InputError, MisconfiguredError, NotInstalledError, ServiceError
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -317,3 +317,20 @@ def for_settings(settings: Settings, host: Optional[Host] = None) -> ServiceMana
     manager = backends[name](settings)
     manager.host = host
     return manager
+
+
+def reload(manager: ServiceManager, service: str) -> None:
+    """Reload ``service``; a failure, or a backend that cannot run (systemctl absent), is a
+    ServiceError: the daemon may not serve what its files say."""
+    try:
+        manager.reload(service)
+    except (CommandError, NotInstalledError) as exc:
+        raise ServiceError(f"reloading {service} ({manager.name}) failed: {exc}") from None
+
+
+def restart(manager: ServiceManager, service: str) -> None:
+    """Restart ``service``, failing as reload() does."""
+    try:
+        manager.restart(service)
+    except (CommandError, NotInstalledError) as exc:
+        raise ServiceError(f"restarting {service} ({manager.name}) failed: {exc}") from None

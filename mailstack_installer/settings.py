@@ -72,7 +72,7 @@ class Settings:
     dovecot_syntax: str = "auto"
     #: Whose lineage is the default certificate: "" = Postfix's myhostname, "none" = nobody's.
     default_name: str = ""
-    #: How many tables the Postfix map is split into: 0 = by its size (maptables.tables_for).
+    #: How many tables the Postfix map is split into: 0 = by its size (postfix.mapfile.tables_for).
     postfix_map_tables: int = 0
 
     @property

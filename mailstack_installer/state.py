@@ -13,14 +13,16 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from . import fsutil
 from .constants import STATE_DIRNAME
+from .dovecot.daemon import DovecotRecord
 from .errors import MisconfiguredError
 from .model import CertFiles, Lineage, Lineages, Plan, lineage_id_of
+from .postfix.daemon import PostfixRecord
 
 #: 2: lineages as rows (see State.to_json); version 1 files are still read.
 STATE_VERSION = 2
@@ -33,25 +35,19 @@ class State:
     pending_reload: Set[str] = field(default_factory=set)
     #: Lineages changed since the daemons were last confirmed (by handshake) to serve them.
     unconfirmed: Set[str] = field(default_factory=set)
-    #: How many tables the Postfix map is split into (maptables.Layout).
-    postfix_tables: int = 1
-    #: Identity of each Postfix table as last swapped in (postfix.Postfix.stamp), by table: while it
-    #: still matches, the table holds ``plan`` and one lineage can be patched in, not rebuilt.
-    postfix_stamps: List[str] = field(default_factory=list)
-    #: What ``smtpd_tls_chain_files`` was ("" = unset) before this package first made a lineage
-    #: Postfix's default certificate; None while it has not. Put back when no lineage covers the
-    #: default name any more.
-    default_chain_before: Optional[str] = None
-    #: SHA-256 of the Dovecot drop-in as last written (dovecot.text_digest): while the live file
-    #: still has it, only the blocks that change need validating (none of the others was edited).
-    dovecot_dropin: str = ""
-    #: SHA-256 of each Postfix table's source as last written or checked, by table: while the live
-    #: file still has it, the entries that change are edited into it instead of rendering them all.
-    postfix_sources: List[str] = field(default_factory=list)
-    #: The directory every lineage is right in (certbot's live/) with its identity, as of a listing
-    #: that found each of them there (pipeline._missing): while it keeps that identity, no lineage
-    #: directory was removed. "" for none.
-    lineage_dir: str = ""
+    #: What each daemon's last change left, as it needs to know for the next one.
+    postfix: PostfixRecord = field(default_factory=PostfixRecord)
+    dovecot: DovecotRecord = field(default_factory=DovecotRecord)
+
+    def record(self, service: str) -> Any:
+        """What the daemon ``service`` keeps in the state (its daemon module's record type)."""
+        return {"postfix": self.postfix, "dovecot": self.dovecot}[service]
+
+    def with_records(self, records: Mapping[str, Any]) -> State:
+        """This state with the daemons' records in ``records`` (by service) replaced."""
+        return replace(
+            self, postfix=records.get("postfix", self.postfix), dovecot=records.get("dovecot", self.dovecot)
+        )
 
     def to_json(self, generation: int = 0) -> str:
         """The whole state: a snapshot (see StateStore) of ``generation``."""
@@ -78,12 +74,11 @@ class State:
             "options": self.options,
             "pending_reload": sorted(self.pending_reload),
             "unconfirmed": sorted(self.unconfirmed),
-            "postfix_tables": self.postfix_tables,
-            "postfix_stamps": self.postfix_stamps,
-            "default_chain_before": self.default_chain_before,
-            "dovecot_dropin": self.dovecot_dropin,
-            "postfix_sources": self.postfix_sources,
-            "lineage_dir": self.lineage_dir,
+            "postfix_tables": self.postfix.tables,
+            "postfix_stamps": list(self.postfix.stamps),
+            "default_chain_before": self.postfix.default_chain_before,
+            "dovecot_dropin": self.dovecot.dropin,
+            "postfix_sources": list(self.postfix.sources),
         }
 
     @classmethod
@@ -101,13 +96,14 @@ class State:
                 plan=plan,
                 pending_reload={str(s) for s in doc.get("pending_reload", [])},
                 unconfirmed={str(s) for s in doc.get("unconfirmed", [])},
-                postfix_tables=_table_count(doc.get("postfix_tables", 1)),
-                # "postfix_table": the one table's stamp, written before the map could be split.
-                postfix_stamps=[str(s) for s in doc.get("postfix_stamps", [doc.get("postfix_table", "")])],
-                default_chain_before=_optional_str(doc.get("default_chain_before")),
-                dovecot_dropin=str(doc.get("dovecot_dropin", "")),
-                postfix_sources=[str(s) for s in doc.get("postfix_sources", [])],
-                lineage_dir=str(doc.get("lineage_dir", "")),
+                postfix=PostfixRecord(
+                    tables=_table_count(doc.get("postfix_tables", 1)),
+                    # "postfix_table": the one table's stamp, written before the map could be split.
+                    stamps=tuple(str(s) for s in doc.get("postfix_stamps", [doc.get("postfix_table", "")])),
+                    sources=tuple(str(s) for s in doc.get("postfix_sources", [])),
+                    default_chain_before=_optional_str(doc.get("default_chain_before")),
+                ),
+                dovecot=DovecotRecord(str(doc.get("dovecot_dropin", ""))),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _damaged(where, exc) from None

@@ -13,10 +13,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import fsutil
 from .certfiles import check_files
-from .dovecot import parse_dropin
+from .dovecot.dropin import parse_dropin
 from .errors import InputError, MisconfiguredError
-from .maptables import Layout, map_key, parse_source
 from .model import Lineage
+from .postfix.mapfile import Layout, map_key, parse_source
 from .settings import Settings
 from .state import State
 from .verify import DEFAULT_EXPIRY_DAYS, OK, PROBLEM, CertInfo, expiry_note, lineage_leaf, table
@@ -133,7 +133,7 @@ def collect(
     postfix: Optional[Dict[str, List[Tuple[str, str]]]] = None
     dovecot: Optional[Dict[str, List[str]]] = None
     if settings.uses("postfix"):
-        sources = Layout(settings.postfix_map, state.postfix_tables).sources()
+        sources = Layout(settings.postfix_map, state.postfix.tables).sources()
         postfix = parse_source("".join(_read(source) or "" for source in sources))
     if settings.uses("dovecot"):
         dovecot = parse_dropin(_read(settings.dovecot_config) or "")

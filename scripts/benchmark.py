@@ -47,9 +47,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from mailstack_installer import dovecot as dovecot_module
 from mailstack_installer import hook
 from mailstack_installer import state as state_module
+from mailstack_installer.dovecot.dropin import own_limit_mb
 from mailstack_installer.model import CertFiles
 from mailstack_installer.pipeline import Pipeline, Request
 from mailstack_installer.probe import SERVICES, ProbeError, served_certificate
@@ -248,7 +248,7 @@ class Host:
         memory = config_process_memory(self.dovecot)
         smtps = served_count(self.postfix.ports["smtps"], SERVICES["smtps"][1], expected)
         imaps = served_count(self.dovecot.ports["imaps"], SERVICES["imaps"][1], expected)
-        limit = dovecot_module.own_limit_mb((self.dovecot.conf_d / "99-mailstack-sni.conf").read_bytes())
+        limit = own_limit_mb((self.dovecot.conf_d / "99-mailstack-sni.conf").read_bytes())
         median = {key: statistics.median(values) for key, values in self.times.items()}
         return {
             "names": f"{self.size:,}",

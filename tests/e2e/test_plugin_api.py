@@ -72,7 +72,12 @@ def test_prepare_without_dovecot_service_ignores_dovecot(tmp_path: Path, stack: 
             "services": "postfix",
         },
     )
-    installer.prepare()
+    installer.prepare()  # no error: the missing Dovecot directory is not looked at
+    both = make_installer(
+        tmp_path, **{"postfix-dir": str(stack.postfix.config_dir), "dovecot-dir": str(tmp_path / "none")}
+    )
+    with pytest.raises(errors.NoInstallationError, match="none"):
+        both.prepare()
 
 
 def test_damaged_state_does_not_fail_prepare_during_renew(tmp_path: Path, stack: Stack) -> None:

@@ -69,7 +69,8 @@ def test_dovecot_keeping_its_old_config_is_caught_and_the_previous_config_restor
 DRIVER = textwrap.dedent(
     """
     import os, signal, sys
-    from mailstack_installer import pipeline, postfix, service_managers
+    from mailstack_installer import pipeline, service_managers
+    from mailstack_installer.postfix import daemon as postfix
     from mailstack_installer.model import CertFiles
     from mailstack_installer.pipeline import Pipeline, Request
 

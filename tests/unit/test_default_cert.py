@@ -8,11 +8,14 @@ from typing import List, Optional
 
 import pytest
 
-from mailstack_installer.dovecot import Dovecot, render_dropin
+from mailstack_installer.dovecot import Dovecot
+from mailstack_installer.dovecot.dropin import render_dropin
 from mailstack_installer.errors import InputError
-from mailstack_installer.model import CertFiles, Lineage, Plan
-from mailstack_installer.pipeline import DefaultChain, Pipeline, default_files
-from mailstack_installer.postfix import chain_value, same_chain
+from mailstack_installer.model import CertFiles, Lineage, Plan, as_serving
+from mailstack_installer.pipeline import default_files, default_name
+from mailstack_installer.postfix import Postfix
+from mailstack_installer.postfix.daemon import PostfixRecord
+from mailstack_installer.postfix.mapfile import DefaultChain, chain_value, decide_default, same_chain
 from mailstack_installer.settings import OPTION_HELP, OPTION_NAMES, resolve
 from mailstack_installer.state import State
 
@@ -130,23 +133,8 @@ def test_chain_value_lists_the_key_first_and_comparison_ignores_separators():
     assert same_chain("", "")
 
 
-class FakePostfix:
-    """Just what Pipeline._default_chain reads."""
-
-    main_cf = "/etc/postfix/main.cf"
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def default_chain(self) -> str:
-        return self.value
-
-
 def decide(current: str, before: Optional[str], plan: Plan, default: Optional[CertFiles]) -> DefaultChain:
-    state = State(plan=plan, default_chain_before=before)
-    chain = Pipeline._default_chain(state, FakePostfix(current), default)  # type: ignore[arg-type]
-    assert chain is not None
-    return chain
+    return decide_default(current, before, as_serving(default), plan)
 
 
 ADMIN = "/etc/ssl/private/mail.key, /etc/ssl/certs/mail.pem"
@@ -193,10 +181,6 @@ def test_nothing_recorded_and_nothing_covering_changes_nothing():
     assert (chain.value, chain.before) == (None, None)
 
 
-def test_without_postfix_there_is_no_chain_to_manage():
-    assert Pipeline._default_chain(State(), None, HOST.files) is None
-
-
 # -- the option -------------------------------------------------------------------------------------
 
 
@@ -220,20 +204,22 @@ def test_bad_default_names_are_refused_with_the_option_named(given: str) -> None
 
 
 def test_myhostname_is_the_default_name_unless_one_is_given_or_none():
-    class Host:
+    class Host(Postfix):
         def myhostname(self) -> str:
             return "Mail.Example.Test"
 
-    pick = Pipeline._default_name
-    assert pick(resolve({}), Host()) == "mail.example.test"  # type: ignore[arg-type]
-    assert pick(resolve({"default-name": "imap.example.test"}), Host()) == "imap.example.test"  # type: ignore[arg-type]
-    assert pick(resolve({"default-name": "none"}), Host()) == ""  # type: ignore[arg-type]
-    assert pick(resolve({}), None) == ""  # Dovecot alone: no myhostname to ask
+    host = [Host(resolve({}))]
+    assert default_name(resolve({}), host) == "mail.example.test"
+    assert default_name(resolve({"default-name": "imap.example.test"}), host) == "imap.example.test"
+    assert default_name(resolve({"default-name": "none"}), host) == ""
+    assert default_name(resolve({}), []) == ""  # Dovecot alone: no myhostname to ask
 
 
 def test_state_keeps_the_value_recorded_before_the_first_default(tmp_path: Path) -> None:
     for before in (None, "", ADMIN):
-        state = State(default_chain_before=before)
-        assert State.from_json(state.to_json(), "x").default_chain_before == before
-    legacy = State().to_json().replace('"default_chain_before": null,', "")
-    assert State.from_json(legacy, "x").default_chain_before is None
+        state = State(postfix=PostfixRecord(default_chain_before=before))
+        assert State.from_json(state.to_json(), "x").postfix.default_chain_before == before
+    written = State(postfix=PostfixRecord(default_chain_before=ADMIN)).to_json()
+    legacy = written.replace(f'"default_chain_before":"{ADMIN}",', "")  # a state from before 0.2
+    assert legacy != written
+    assert State.from_json(legacy, "x").postfix.default_chain_before is None

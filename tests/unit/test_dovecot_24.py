@@ -1,4 +1,4 @@
-"""Dovecot 2.4 where it prints or parses differently from 2.3 (FACTS §3.5): the listen list, the
+"""Dovecot 2.4 where it prints or parses differently from 2.3: the listen list, the
 drop-in read back by status, the settings doveconf prints, and a reload that leaves TLS dark."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Iterator, List
 import pytest
 
 from mailstack_installer import confirm as confirm_module
-from mailstack_installer import dovecot as dovecot_module
 from mailstack_installer.confirm import DarkError, confirm
-from mailstack_installer.dovecot import doveconf_values, parse_dropin, render_dropin
+from mailstack_installer.dovecot import daemon as dovecot_module
+from mailstack_installer.dovecot.daemon import doveconf_values
+from mailstack_installer.dovecot.dropin import parse_dropin, render_dropin
 from mailstack_installer.listeners import Listener, first_address
 from mailstack_installer.model import CertFiles, Lineage, Plan
 from mailstack_installer.probe import ProbeError, served_certificate
@@ -90,7 +91,7 @@ def test_doveconf_values_of_either_version(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.fixture
 def reset_port() -> Iterator[int]:
     """A port that accepts TCP connections and resets each at once, as Dovecot's login processes
-    do when the config process died (FACTS §3.5)."""
+    do when the config process died (seen on Debian 13)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)

@@ -10,11 +10,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mailstack_installer import certfiles
-from mailstack_installer.dovecot import block_count, parse_dropin, render_dropin
-from mailstack_installer.maptables import parse_source
+from mailstack_installer.dovecot.dropin import block_count, parse_dropin, render_dropin
 from mailstack_installer.model import CertFiles, Lineage, Plan
 from mailstack_installer.pipeline import _typed, default_files, default_serving
-from mailstack_installer.postfix import chain_value, entry_changes, render_map
+from mailstack_installer.postfix.mapfile import chain_value, entry_changes, parse_source, render_map
 from mailstack_installer.state import State
 from mailstack_installer.verify import select
 from tests.lab.certs import make_self_signed

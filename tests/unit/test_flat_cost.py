@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from mailstack_installer import fsutil
-from mailstack_installer.dovecot import Dovecot, render_dropin, text_digest
+from mailstack_installer.certfiles import gone_lineages
+from mailstack_installer.dovecot import Dovecot
+from mailstack_installer.dovecot.dropin import render_dropin
+from mailstack_installer.fsutil import text_digest
 from mailstack_installer.model import CertFiles, Lineage, Plan
-from mailstack_installer.pipeline import Outcome, Pipeline
+from mailstack_installer.pipeline import Pipeline
 from mailstack_installer.settings import resolve
-from mailstack_installer.state import State
 
 
 def lineage_in(live: Path, name: str, *, key_dir: Path | None = None) -> Lineage:
@@ -28,38 +30,30 @@ def lineage_in(live: Path, name: str, *, key_dir: Path | None = None) -> Lineage
     return Lineage(files, (f"mail.{name}.test",), "d")
 
 
-def test_prune_unmaps_a_lineage_whose_directory_certbot_deleted(tmp_path: Path) -> None:
+def test_gone_unmaps_a_lineage_whose_directory_certbot_deleted(tmp_path: Path) -> None:
     live = tmp_path / "live"
     kept, deleted = lineage_in(live, "kept"), lineage_in(live, "deleted")
     plan = Plan({kept.id: kept, deleted.id: deleted})
     shutil.rmtree(live / "deleted")
-    outcome = Outcome()
 
-    pruned = Pipeline(str(tmp_path))._prune(plan, set(), outcome)
-
-    assert list(pruned.lineages) == [kept.id]
-    assert outcome.warnings == [f"unmapped mail.deleted.test: {deleted.files.fullchain} no longer exists"]
+    assert gone_lineages(plan, set()) == {deleted.id}
 
 
-def test_prune_looks_up_a_key_kept_outside_its_lineage_on_its_own(tmp_path: Path) -> None:
+def test_gone_looks_up_a_key_kept_outside_its_lineage_on_its_own(tmp_path: Path) -> None:
     live = tmp_path / "live"
     apart = lineage_in(live, "apart", key_dir=tmp_path / "keys")
     os.unlink(apart.files.key)
 
-    pruned = Pipeline(str(tmp_path))._prune(Plan({apart.id: apart}), set(), Outcome())
-
-    assert pruned.lineages == {}
+    assert gone_lineages(Plan({apart.id: apart}), set()) == {apart.id}
 
 
-def test_prune_keeps_lineages_being_deployed_and_those_under_an_unlistable_parent(tmp_path: Path) -> None:
+def test_gone_keeps_lineages_being_deployed_and_those_under_an_unlistable_parent(tmp_path: Path) -> None:
     live = tmp_path / "live"
     fresh = lineage_in(live, "fresh")
     elsewhere = Lineage(CertFiles("/nonexistent/x/privkey.pem", "/nonexistent/x/fullchain.pem"), ("x.test",))
     plan = Plan({fresh.id: fresh, elsewhere.id: elsewhere})
 
-    pruned = Pipeline(str(tmp_path))._prune(plan, {fresh.id}, Outcome())
-
-    assert list(pruned.lineages) == [fresh.id]  # the unlistable one is looked up, and is gone
+    assert gone_lineages(plan, {fresh.id}) == {elsewhere.id}  # the unlistable one is looked up: gone
 
 
 def test_snapshot_keeps_the_old_content_when_the_file_is_replaced(tmp_path: Path) -> None:
@@ -139,81 +133,11 @@ def test_stale_temps_of_the_given_files_are_removed_with_one_listing(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
 
-def test_prune_finds_deleted_lineages_under_several_parents(tmp_path: Path) -> None:
+def test_gone_finds_deleted_lineages_under_several_parents(tmp_path: Path) -> None:
     kept = [lineage_in(tmp_path / "one" / "live", "a"), lineage_in(tmp_path / "two" / "live", "b")]
     deleted = [lineage_in(tmp_path / "one" / "live", "c"), lineage_in(tmp_path / "two" / "live", "d")]
     plan = Plan({lin.id: lin for lin in kept + deleted})
     for lin in deleted:
         shutil.rmtree(lin.id)
 
-    pruned = Pipeline(str(tmp_path))._prune(plan, set(), Outcome())
-
-    assert sorted(pruned.lineages) == sorted(lin.id for lin in kept)
-
-
-def settled(directory: Path) -> None:
-    """As if ``directory`` last changed a minute ago."""
-    past = os.stat(directory).st_mtime - 60
-    os.utime(directory, (past, past))
-
-
-def listings(monkeypatch: pytest.MonkeyPatch) -> list:
-    calls: list = []
-    real = os.listdir
-    monkeypatch.setattr(os, "listdir", lambda path: calls.append(path) or real(path))
-    return calls
-
-
-def test_prune_lists_live_once_while_it_is_unchanged_and_again_when_a_lineage_is_deleted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    live = tmp_path / "live"
-    lineages = [lineage_in(live, name) for name in ("a", "b", "c")]
-    plan = Plan({lin.id: lin for lin in lineages})
-    settled(live)
-    calls = listings(monkeypatch)
-    state = State()
-    pipeline = Pipeline(str(tmp_path))
-
-    assert pipeline._prune(plan, set(), Outcome(), state) is plan
-    assert state.lineage_dir.endswith(f":{live}/") and len(calls) == 1
-    assert pipeline._prune(plan, {lineages[0].id}, Outcome(), state) is plan  # a renewal: not listed
-    assert len(calls) == 1
-
-    shutil.rmtree(live / "b")  # certbot delete: live/ changes
-    pruned = pipeline._prune(plan, set(), Outcome(), state)
-
-    assert sorted(pruned.lineages) == [lineages[0].id, lineages[2].id]
-    assert len(calls) == 2 and state.lineage_dir == ""
-    assert pipeline._prune(pruned, set(), Outcome(), state) is pruned
-    assert len(calls) == 3 and state.lineage_dir == ""  # changed just now: not trusted yet
-    settled(live)
-    pipeline._prune(pruned, set(), Outcome(), state)
-    pipeline._prune(pruned, set(), Outcome(), state)
-    assert len(calls) == 4 and state.lineage_dir
-
-
-def test_prune_lists_again_for_a_lineage_deployed_outside_live_or_with_its_key_apart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    live = tmp_path / "live"
-    lineages = [lineage_in(live, "a"), lineage_in(live, "b")]
-    deeper = lineage_in(live / "b", "deeper")  # under a lineage directory, not right in live/
-    apart = lineage_in(live, "apart", key_dir=tmp_path / "keys")
-    settled(live)
-    state = State()
-    plan = Plan({lin.id: lin for lin in lineages})
-    Pipeline(str(tmp_path))._prune(plan, set(), Outcome(), state)
-    recorded = state.lineage_dir
-    assert recorded
-    calls = listings(monkeypatch)
-
-    for odd in (deeper, apart):
-        state.lineage_dir = recorded
-        Pipeline(str(tmp_path))._prune(plan.with_lineage(odd), {odd.id}, Outcome(), state)
-        assert state.lineage_dir == ""  # never trusted while such a lineage is deployed
-    assert len(calls) == 2
-
-    os.unlink(apart.files.key)  # what only a lookup of its own finds
-    pruned = Pipeline(str(tmp_path))._prune(plan.with_lineage(apart), set(), Outcome(), state)
-    assert apart.id not in pruned.lineages
+    assert gone_lineages(plan, set()) == {lin.id for lin in deleted}

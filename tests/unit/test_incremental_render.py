@@ -17,11 +17,14 @@ from typing import Any, List, Tuple
 
 import pytest
 
-from mailstack_installer import dovecot as dovecot_module
-from mailstack_installer.dovecot import Dovecot, render_dropin, text_digest
-from mailstack_installer.maptables import Layout, edit_source, render_tables, table_edits
+from mailstack_installer.dovecot import Dovecot
+from mailstack_installer.dovecot import daemon as dovecot_module
+from mailstack_installer.dovecot import dropin as dropin_module
+from mailstack_installer.dovecot.dropin import render_dropin
+from mailstack_installer.fsutil import text_digest
 from mailstack_installer.model import CertFiles, Lineage, Plan, slots
 from mailstack_installer.pipeline import default_serving
+from mailstack_installer.postfix.mapfile import Layout, edit_source, render_tables, table_edits
 from mailstack_installer.settings import resolve
 
 NAMES = ["mail.a.test", "imap.a.test", "*.a.test", "mail.b.test", "*.b.test", "c.test", "mail.c.test"]
@@ -64,14 +67,14 @@ def test_edited_dropin_serves_what_a_full_rendering_does(
     tmp_path: Path, syntax: str, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spliced: List[bool] = []  # whether each step edited the drop-in (rather than rendering it)
-    splice = dovecot_module._splice
+    splice = dropin_module.splice
 
     def counted(*args: Any) -> Any:
         result = splice(*args)
         spliced.append(result is not None)
         return result
 
-    monkeypatch.setattr(dovecot_module, "_splice", counted)
+    monkeypatch.setattr(dovecot_module, "splice", counted)
     rng = random.Random(seed)
     settings = resolve({"dovecot-dir": str(tmp_path), "dovecot-syntax": syntax})
     dropin = Path(settings.dovecot_config)

@@ -1,8 +1,8 @@
 """The renderers are pure: plan in, text out."""
 
-from mailstack_installer.dovecot import render_dropin
+from mailstack_installer.dovecot.dropin import render_dropin
 from mailstack_installer.model import CertFiles, Lineage, Plan
-from mailstack_installer.postfix import render_map
+from mailstack_installer.postfix.mapfile import render_map
 
 
 def files(name: str) -> CertFiles:

@@ -1,4 +1,4 @@
-"""The Dovecot drop-in against each version's rules (FACTS §3.1, §3.4).
+"""The Dovecot drop-in against each version's rules.
 
 2.4 (docs/core/config/ssl.md, config-parser.c): ``ssl_server_cert_file``/``ssl_server_key_file``
 take plain paths (a ``<`` would put PEM where a path belongs); one name per ``local_name``
@@ -15,7 +15,8 @@ from typing import List, Tuple
 
 import pytest
 
-from mailstack_installer.dovecot import Dovecot, block_count, render_dropin, required_limit_mb
+from mailstack_installer.dovecot import Dovecot
+from mailstack_installer.dovecot.dropin import block_count, render_dropin, required_limit_mb
 from mailstack_installer.model import CertFiles, Lineage, Plan
 from mailstack_installer.settings import resolve
 
@@ -73,7 +74,7 @@ def test_24_sizes_the_config_process_limit_from_its_own_per_block_cost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Measured on Debian 13: 10,002 blocks peak at 215 MB under the default 256 MB limit; 20,006
-    blocks fail under it and serve under 2 GB (FACTS §3.5)."""
+    blocks fail under it and serve under 2 GB (measured on Debian 13)."""
     assert "vsz_limit" not in render_dropin(PLAN, "2.4")
     settings = resolve({"dovecot-dir": str(tmp_path), "dovecot-syntax": "2.4"})
     dovecot = Dovecot(settings)

@@ -8,9 +8,11 @@ from typing import Optional
 
 import pytest
 
-from mailstack_installer import cli, dovecot, hook
+from mailstack_installer import cli, hook
+from mailstack_installer.dovecot import Dovecot
+from mailstack_installer.dovecot import dropin as dovecot
 from mailstack_installer.model import CertFiles, Lineage, Plan
-from mailstack_installer.postfix import entry_changes
+from mailstack_installer.postfix.mapfile import entry_changes
 from mailstack_installer.settings import resolve
 
 
@@ -59,7 +61,7 @@ def big_plan(count: int) -> Plan:
     return Plan({f"/le/live/d{i}": lineage(f"d{i}", f"mail.d{i}.test") for i in range(count)})
 
 
-class FakeDovecot(dovecot.Dovecot):
+class FakeDovecot(Dovecot):
     def __init__(self, current: Optional[bytes], base: Optional[int]) -> None:
         super().__init__(resolve({"dovecot-syntax": "2.3"}))
         self._current, self._base = current, base

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from mailstack_installer.dovecot.daemon import DovecotRecord
 from mailstack_installer.errors import InputError, MisconfiguredError
 from mailstack_installer.model import CertFiles, Lineage, Plan
 from mailstack_installer.settings import merge_options, resolve
@@ -42,10 +43,12 @@ def test_bad_options_are_refused_with_the_option_named(options):
 def test_state_round_trips_and_is_private(tmp_path):
     store = StateStore(str(tmp_path))
     lineage = Lineage(CertFiles("/l/a/privkey.pem", "/l/a/fullchain.pem"), ("a.test",), "d1")
-    state = State({"postfix-dir": "/x"}, Plan({lineage.id: lineage}), {"dovecot"}, dovecot_dropin="ab12")
+    state = State(
+        {"postfix-dir": "/x"}, Plan({lineage.id: lineage}), {"dovecot"}, dovecot=DovecotRecord("ab12")
+    )
     store.save(state)
     loaded = store.load()
-    assert loaded.dovecot_dropin == "ab12"
+    assert loaded.dovecot == DovecotRecord("ab12")
     assert loaded.plan == Plan({lineage.id: lineage})
     assert loaded.options == {"postfix-dir": "/x"}
     assert loaded.pending_reload == {"dovecot"}

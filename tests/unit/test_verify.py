@@ -21,10 +21,10 @@ from cryptography.x509.oid import NameOID
 
 from mailstack_installer import cli, probe, status, verify
 from mailstack_installer.certfiles import check_files
-from mailstack_installer.dovecot import render_dropin
+from mailstack_installer.dovecot.dropin import render_dropin
 from mailstack_installer.errors import InputError
 from mailstack_installer.model import CertFiles, Lineage, Plan
-from mailstack_installer.postfix import render_map
+from mailstack_installer.postfix.mapfile import render_map
 from mailstack_installer.settings import resolve
 from mailstack_installer.state import State, StateStore
 

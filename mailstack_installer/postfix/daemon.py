@@ -1,4 +1,6 @@
-"""Render and apply step for Postfix: the ``tls_server_sni_maps`` source, compiled with ``postmap -F``.
+"""Postfix, the daemon: the one caller of ``postconf``, ``postmap`` and ``postfix``.
+
+It compiles the ``tls_server_sni_maps`` source (postfix/mapfile.py) with ``postmap -F``.
 
 ``postmap -F`` embeds the key and chain *contents* in the compiled table, so it is rebuilt whenever a
 certificate changes. It exits 0 while skipping missing or unreadable files, so every expected key is
@@ -12,54 +14,35 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import fsutil, runner
-from .certfiles import pair_digests, pem_digest
-from .constants import MAP_SUFFIXES
-from .errors import MisconfiguredError, NotInstalledError
-from .maptables import (
+from .. import fsutil, runner
+from ..certfiles import pair_digests, pem_digest
+from ..constants import MAP_SUFFIXES
+from ..daemon import Change, Daemon, Step
+from ..errors import InputError, MisconfiguredError, NotInstalledError
+from ..listeners import Listener, connect_host, first_address, port_number
+from ..model import Lineage, Plan, Serving
+from ..names import normalize_name
+from ..settings import Settings
+from ..transaction import Transaction
+from .mapfile import (
+    DEFAULT_CHAIN,
     EDIT_MAX,
+    DefaultChain,
     Edits,
     Layout,
+    decide_default,
     edit_source,
-    entry_value,
     map_key,
     map_line,
     render_tables,
+    same_chain,
     table_edits,
+    tables_for,
 )
-from .model import CertFiles, Lineage, Plan, Serving, as_serving
-from .settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-def render_map(plan: Plan) -> str:
-    """The source of a one-table map: ``name key-file fullchain-file [key-file fullchain-file]``
-    per line (maptables.render_tables for a split one)."""
-    return render_tables(plan, Layout(""))[0]
-
-
-def entry_changes(before: Plan, after: Plan, changed: Sequence[str]) -> Edits:
-    """maptables.table_edits for a one-table map."""
-    return table_edits(before, after, changed, Layout("")).get(0, ({}, []))
-
-
-#: Postfix's default certificate (3.4+): key and chain files, for clients that send no SNI or a
-#: name the SNI map lacks. It replaces smtpd_tls_cert_file/smtpd_tls_key_file (FACTS §2.6).
-DEFAULT_CHAIN = "smtpd_tls_chain_files"
-
-
-def chain_value(files: Union[CertFiles, Serving]) -> str:
-    """The ``smtpd_tls_chain_files`` value serving a lineage (or an ECDSA and an RSA one): key
-    first, as in the SNI map."""
-    return entry_value(as_serving(files), ", ")
-
-
-def same_chain(first: str, second: str) -> bool:
-    """Whether two ``smtpd_tls_chain_files`` values list the same files (commas and/or spaces)."""
-    return re.split(r"[\s,]+", first.strip()) == re.split(r"[\s,]+", second.strip())
 
 
 @dataclass(frozen=True)
@@ -82,8 +65,36 @@ class Candidate:
     tables: Tuple[Table, ...]
 
 
-class Postfix:
+@dataclass(frozen=True)
+class PostfixRecord:
+    """What the state keeps of the map and main.cf as this package last left them."""
+
+    #: How many tables the map is split into (mapfile.Layout).
+    tables: int = 1
+    #: Identity of each table as last swapped in (fsutil.identity), by table: while it still
+    #: matches, the table holds the plan and one lineage can be patched in, not rebuilt.
+    stamps: Tuple[str, ...] = ()
+    #: SHA-256 of each table's source as last written or checked, by table: while the live file
+    #: still has it, the entries that change are edited into it instead of rendering them all.
+    sources: Tuple[str, ...] = ()
+    #: What ``smtpd_tls_chain_files`` was ("" = unset) before this package first made a lineage
+    #: Postfix's default certificate; None while it has not. Put back when no lineage covers the
+    #: default name any more.
+    default_chain_before: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class PostfixStep(Step[PostfixRecord]):
+    """Postfix's part of a change: the candidate tables (None: the map stays) and the default."""
+
+    candidate: Optional[Candidate] = None
+    chain: Optional[DefaultChain] = None
+
+
+class Postfix(Daemon[PostfixRecord]):
     """One Postfix instance, addressed by its configuration directory (``-c DIR``)."""
+
+    service = "postfix"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -97,6 +108,99 @@ class Postfix:
                 raise NotInstalledError(f"Postfix tool {tool} not found: is Postfix installed?")
         if not os.path.isfile(self.main_cf):
             raise NotInstalledError(f"Postfix is not configured: {self.main_cf} does not exist")
+
+    # -- a change ------------------------------------------------------------------------------
+
+    def fresh_record(self) -> PostfixRecord:
+        return PostfixRecord()
+
+    def prepare(self, change: Change, record: PostfixRecord, undo: Transaction) -> PostfixStep:
+        """The tables that change, compiled and checked beside the live ones, and the default
+        certificate's value; the map is split into more tables as the plan grows."""
+        before_layout = Layout(self.settings.postfix_map, record.tables)
+        names = max(change.after.name_count(), change.expected_names)
+        count = tables_for(names, record.tables, self.settings.postfix_map_tables)
+        layout = Layout(self.settings.postfix_map, count)
+        paths = {*before_layout.sources(), *layout.sources()}
+        fsutil.remove_stale_temps([*paths, *(self.table_of(source) for source in paths)])
+        warnings = [f"private key material was exposed: {fixed}" for fixed in self.secure_live_files(layout)]
+        texts, edits, sources = self.tables_to_build(
+            change.after, change.before, change.changed, layout, before_layout, record.sources
+        )
+        current = self.default_chain()
+        chain = decide_default(current, record.default_chain_before, change.default, change.before)
+        before = record.default_chain_before
+        if (
+            chain.value is None
+            and chain.before is None
+            and before is not None
+            and not same_chain(current, before)
+        ):
+            logger.info(
+                "smtpd_tls_chain_files was changed in %s since certbot-mailstack set it: left as it is",
+                self.main_cf,
+            )
+        candidate = None
+        if texts or not self.check_parameter(layout):
+            candidate = self.build_candidate(
+                change.after, layout, texts, edits, record.stamps, change.changed
+            )
+            undo.on_failure(self.discard, candidate)
+        if chain.value:
+            overrides = self.default_overrides()
+            if overrides:
+                warnings.append(
+                    f"master.cf gives {', '.join(overrides)} its own certificate (-o smtpd_tls_chain_files "
+                    "or smtpd_tls_cert_file): clients without SNI there do not get the default "
+                    f"certificate set in {self.main_cf}"
+                )
+        stamps = self._stamps(candidate, record.stamps, layout != before_layout)
+        swaps = candidate is not None or chain.value is not None
+        files = {*before_layout.sources(), *layout.sources(), self.main_cf} if swaps else set()
+        return PostfixStep(
+            PostfixRecord(layout.count, stamps, tuple(sources), chain.before),
+            reload=swaps,
+            files=frozenset(files),
+            warnings=tuple(warnings),
+            candidate=candidate,
+            chain=chain,
+        )
+
+    def swap(self, step: Step[PostfixRecord], undo: Transaction) -> None:
+        assert isinstance(step, PostfixStep)
+        if step.candidate is not None:
+            self.commit(step.candidate, undo)
+        if step.chain is not None and step.chain.value is not None:
+            self.set_default_chain(step.chain.value)
+            undo.on_failure(self.set_default_chain, step.chain.current)
+
+    def check_config(self) -> None:
+        self.postconf("tls_server_sni_maps")
+
+    def after_restore(self) -> None:
+        self.rebuild_live()
+
+    def own_name(self) -> str:
+        """``myhostname``: the name whose lineage becomes the default certificate unless one is
+        given ("" if it is no host name)."""
+        raw = self.myhostname()
+        try:
+            return normalize_name(raw)
+        except InputError:
+            logger.info("Postfix's myhostname %r is no host name: no default certificate is set", raw)
+            return ""
+
+    def _stamps(self, candidate: Optional[Candidate], before: Sequence[str], relaid: bool) -> Tuple[str, ...]:
+        """The identity of each table after the swap: the candidate's for those it built, the ones
+        recorded before for the others (none of them when the layout changed)."""
+        if candidate is None:
+            return tuple(before)
+        stamps = ["" for _ in range(candidate.layout.count)]
+        if not relaid:
+            stamps[: len(before)] = list(before)[: candidate.layout.count]
+        for table in candidate.tables:
+            stamps[table.index] = self.stamp(table.table)
+        return tuple(stamps)
 
     def postconf(self, *parameters: str) -> List[str]:
         out = runner.run(["postconf", "-c", self.dir, "-h", *parameters]).stdout
@@ -267,7 +371,7 @@ class Postfix:
         """Write and compile the tables in ``texts`` (index -> new source) beside the live ones,
         and prove the entries made it in.
 
-        With ``edits`` (maptables.table_edits from the plan the live tables hold) and a table's
+        With ``edits`` (mapfile.table_edits from the plan the live tables hold) and a table's
         stamp matching the live one, that table is copied and only the entries that differ are
         edited, so one lineage costs the same on a host of 10,000 names as on one of 10; otherwise
         the table is compiled from its source. Either way each written key is looked up, and for
@@ -389,19 +493,26 @@ class Postfix:
                 f"{len(lineages)}: try again"
             )
 
-    def commit(self, candidate: Candidate) -> None:
+    def commit(self, candidate: Candidate, undo: Transaction) -> None:
         """Swap the candidate tables in (each table first, then its source), then point Postfix at
-        the layout's tables if it is new, and remove the tables of the old layout."""
+        the layout's tables if it is new; the tables of the old layout go once the change is kept.
+        Each live file replaced is set aside first, for ``undo`` to put back."""
         already_set = self.check_parameter(candidate.layout)
         for table in candidate.tables:
-            fsutil.replace(table.table, table.live_table)
-            fsutil.replace(table.source, table.live_source)
+            for temp, live in ((table.table, table.live_table), (table.source, table.live_source)):
+                aside = fsutil.set_aside(live)
+                undo.on_failure(fsutil.put_back, aside, live)
+                fsutil.replace(temp, live)
+                if aside is not None:
+                    undo.on_commit(fsutil.remove_quietly, aside)
             fsutil.remove_quietly(table.table + "-lock")  # lmdb's lock file
         if not already_set:
+            before = self.sni_maps()
             refs = self.map_refs(candidate.layout)
             runner.run(["postconf", "-c", self.dir, "-e", f"tls_server_sni_maps = {', '.join(refs)}"])
+            undo.on_failure(self.set_sni_maps, before)
             logger.info("set tls_server_sni_maps = %s in %s", ", ".join(refs), self.main_cf)
-            self.remove_tables_except(candidate.layout.sources())
+            undo.on_commit(self.remove_tables_except, candidate.layout.sources())
 
     def remove_tables_except(self, sources: Sequence[str]) -> None:
         """Remove this package's map sources and tables but those of ``sources`` (the tables of
@@ -490,6 +601,42 @@ class Postfix:
 
     def is_running(self) -> bool:
         return runner.run(["postfix", "-c", self.dir, "status"], check=False).returncode == 0
+
+    def listeners(self) -> List[Listener]:
+        """smtpd services of type inet in master.cf; wrapper mode (SMTPS) from their ``-o`` overrides."""
+        masters = runner.run(["postconf", "-c", self.dir, "-M"]).stdout
+        overrides: Dict[str, str] = {}
+        for line in runner.run(["postconf", "-c", self.dir, "-P"]).stdout.splitlines():
+            key, _, value = line.partition(" = ")
+            overrides[key.strip()] = value.strip()
+        default_host = connect_host(first_address(" ".join(self.postconf("inet_interfaces"))))
+        found = []
+        for line in masters.splitlines():
+            fields = line.split()
+            if len(fields) < 8 or fields[1] != "inet" or fields[7] != "smtpd":
+                continue
+            name = fields[0]
+            host, _, service = name.rpartition(":")
+            port = port_number(service)
+            if port is None:
+                continue
+            wrapper = overrides.get(f"{name}/inet/smtpd_tls_wrappermode", "no") == "yes"
+            mode = "tls" if wrapper else "smtp"
+            found.append(Listener("postfix", connect_host(host) if host else default_host, port, mode))
+        return found
+
+    def sni_maps(self) -> str:
+        """``tls_server_sni_maps`` as main.cf has it ("" when unset)."""
+        return " ".join(self.postconf("tls_server_sni_maps")).strip()
+
+    def set_sni_maps(self, value: str) -> None:
+        """Set ``tls_server_sni_maps`` to ``value`` and recompile this package's tables it names
+        from their sources; "" removes it."""
+        if value:
+            runner.run(["postconf", "-c", self.dir, "-e", f"tls_server_sni_maps = {value}"])
+            self.rebuild_live()
+        else:
+            runner.run(["postconf", "-c", self.dir, "-X", "tls_server_sni_maps"])
 
     def known_names(self) -> List[str]:
         """Names Postfix already knows (for certbot's domain menu): static domain lists and the keys

@@ -1,4 +1,5 @@
-"""Render and apply step for Dovecot: one drop-in file of ``local_name`` blocks that this package owns.
+"""Dovecot, the daemon: the one caller of ``doveconf`` and ``dovecot`` (``doveadm reload`` is the
+native service-manager backend's). It validates and swaps in the drop-in (dovecot/dropin.py).
 
 Dovecot reads ``<file`` contents at parse time and ``doveadm reload`` exits 0 even when the new
 configuration is refused, so the drop-in is validated with ``doveconf -n -x`` (which does read the
@@ -8,7 +9,6 @@ files) before any reload, and restored at once if validation fails.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import glob
 import logging
 import os
@@ -18,19 +18,33 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from . import fsutil, runner
-from .constants import HEADER
-from .errors import CommandError, MisconfiguredError, NotInstalledError, ServiceError
-from .fsutil import text_digest
-from .model import CertFiles, Plan, Serving, as_serving
-from .names import exact_first, is_wildcard
-from .settings import Settings
+from .. import fsutil, runner, service_managers
+from ..constants import HEADER
+from ..daemon import Change, Daemon, Step
+from ..errors import CommandError, MisconfiguredError, NotInstalledError, ServiceError
+from ..fsutil import text_digest
+from ..listeners import Listener, connect_host, first_address
+from ..model import CertFiles, Plan, Serving, as_serving
+from ..settings import Settings
+from ..transaction import Transaction
+from .dropin import (
+    DEFAULT_LIMIT_MB,
+    INCLUDE,
+    block_count,
+    glob_matches,
+    own_limit_mb,
+    parse_size_mb,
+    render_blocks,
+    render_dropin,
+    render_head,
+    required_limit_mb,
+    sections,
+    splice,
+)
 
 logger = logging.getLogger(__name__)
-
-_INCLUDE = re.compile(r"^\s*!include(?:_try)?\s+(\S+)")
 
 
 @dataclass(frozen=True)
@@ -43,308 +57,6 @@ class Rendered:
     limit_mb: Optional[int]
     blocks: int
     live_limit_mb: Optional[int] = None
-
-
-#: The config process holds every ``local_name`` block; ``service config { vsz_limit }`` defaults
-#: to 256 MB. Its address space grows in doubling pools, so the estimate per block is about twice
-#: the resident size. 2.3 keeps each block's files' contents: about 130 KB resident each (FACTS
-#: §3.3); 10,000 blocks of certbot-sized files ran out of memory under 2 GB (scripts/benchmark.py).
-#: 2.4 keeps one binary config: on Debian 13 (Dovecot 2.4.1) 10,002 one-name blocks took its peak
-#: address space from 61 to 215 MB (about 10 KB resident and 15.4 KB of address space per block),
-#: and 20,006 blocks failed under 256 MB (block_alloc(134217728)) and served under 2 GB.
-BLOCK_KB = {"2.3": 320, "2.4": 24}
-BASE_MB = 64
-DEFAULT_LIMIT_MB = 256
-
-
-#: One ``local_name`` block: its names and the files it serves.
-Block = Tuple[Tuple[str, ...], Serving]
-
-
-def _sections(plan: Plan, syntax: str) -> Tuple[List[Block], List[Block]]:
-    """The ``local_name`` blocks of ``plan``: (exact names' blocks, wildcards' blocks).
-
-    2.3 takes the first matching block, so every exact name precedes every wildcard (_render puts
-    the sections in order), and one block per distinct set of files (a lineage, or an ECDSA + RSA
-    pair of lineages) lists all its names, keeping the config process small on hosts with many
-    names. 2.4 takes one name per block and the last match, so wildcards come first. Within a
-    section the order does not matter (a name is in one block), and blocks are in lineage order.
-    """
-    groups: Dict[Tuple[str, ...], Tuple[Serving, List[str]]] = {}
-    for name, serving in plan.served():  # exact names sorted, then wildcards sorted
-        # Keyed by lineage ids (strings hash once and for all; CertFiles hash on every lookup).
-        ids = (serving[0].lineage_id,) if len(serving) == 1 else tuple(f.lineage_id for f in serving)
-        group = groups.get(ids)
-        if group is None:
-            groups[ids] = (serving, [name])
-        else:
-            group[1].append(name)
-    return _group_blocks([groups[ids] for ids in sorted(groups)], syntax)
-
-
-def _group_blocks(
-    groups: Sequence[Tuple[Serving, List[str]]], syntax: str
-) -> Tuple[List[Block], List[Block]]:
-    """(exact, wildcard) blocks of groups of names served by the same files (names in order)."""
-    exact: List[Block] = []
-    wild: List[Block] = []
-    for serving, names in groups:
-        plain = tuple(n for n in names if not is_wildcard(n))
-        stars = tuple(n for n in names if is_wildcard(n))
-        if syntax == "2.4":
-            exact += [((n,), serving) for n in plain]
-            wild += [((n,), serving) for n in stars]
-            continue
-        if plain:
-            exact.append((plain, serving))
-        if stars:
-            wild.append((stars, serving))
-    return exact, wild
-
-
-def _blocks_of(plan: Plan, lineage_ids: Set[str], syntax: str) -> Tuple[List[Block], List[Block]]:
-    """The blocks (as in _sections) that hold the names of the lineages ``lineage_ids``, whole:
-    every lineage of a block serves all its names, so one member's names find all of them."""
-    groups: Dict[Tuple[str, ...], Tuple[Serving, List[str]]] = {}
-    seen: Set[str] = set()
-    for lid in sorted(lineage_ids):
-        lineage = plan.lineages.get(lid)
-        for name in lineage.names if lineage is not None else ():
-            if name in seen:
-                continue
-            seen.add(name)
-            serving = plan.served_of(name)
-            groups.setdefault(tuple(f.lineage_id for f in serving), (serving, []))[1].append(name)
-    ordered = [(serving, sorted(names, key=exact_first)) for serving, names in groups.values()]
-    return _group_blocks(ordered, syntax)
-
-
-def _partners(plan: Plan, lineage_ids: Set[str]) -> Set[str]:
-    """``lineage_ids`` and the lineages serving a name beside one of them in ``plan``."""
-    found = set(lineage_ids)
-    for lid in lineage_ids:
-        lineage = plan.lineages.get(lid)
-        for name in lineage.names if lineage is not None else ():
-            found.update(files.lineage_id for files in plan.served_of(name))
-    return found
-
-
-#: Setting names per syntax: (certificate, key, alternative certificate, alternative key). 2.3
-#: reads ``<file`` contents; 2.4 takes plain paths (FACTS §3.4).
-_SETTINGS = {
-    "2.3": ("ssl_cert = <", "ssl_key = <", "ssl_alt_cert = <", "ssl_alt_key = <"),
-    "2.4": (
-        "ssl_server_cert_file = ",
-        "ssl_server_key_file = ",
-        "ssl_server_alt_cert_file = ",
-        "ssl_server_alt_key_file = ",
-    ),
-}
-
-
-def _cert_settings(serving: Serving, syntax: str, indent: str, clear_alt: bool = False) -> str:
-    """The primary (ECDSA) pair as ssl_cert/ssl_key, an RSA partner as ssl_alt_cert/ssl_alt_key:
-    OpenSSL then serves whichever the client's signature algorithms accept.
-
-    ``clear_alt``: a block inherits top-level settings it does not set, so under a dual default
-    a one-lineage block would also load the default's alternative pair, which replaces its own
-    pair of the same key type; the block then sets the alternative to nothing.
-    """
-    cert, key, alt_cert, alt_key = _SETTINGS[syntax]
-    out = f"{indent}{cert}{serving[0].fullchain}\n{indent}{key}{serving[0].key}\n"
-    for files in serving[1:]:
-        out += f"{indent}{alt_cert}{files.fullchain}\n{indent}{alt_key}{files.key}\n"
-    if clear_alt and len(serving) == 1:
-        out += f"{indent}{alt_cert.rstrip(' <')}\n{indent}{alt_key.rstrip(' <')}\n"
-    return out
-
-
-_LOCAL_NAME = re.compile(r'^\s*local_name\s+"?([^"{]*?)"?\s*\{(.*?)^\s*\}', re.M | re.S)
-#: A certificate setting of either syntax, primary or alternative, and the path it names.
-_CERT_SETTING = re.compile(
-    r"^[ \t]*(ssl_(?:alt_)?cert[ \t]*=[ \t]*<|ssl_server_(?:alt_)?cert_file[ \t]*=)[ \t]*(\S+)", re.M
-)
-
-
-def parse_dropin(text: str) -> Dict[str, List[str]]:
-    """The drop-in's ``local_name`` blocks as {name: [fullchain, alternative fullchain]}, for
-    either syntax (the reverse of _block_text): 2.3 serves a name from the first block that
-    matches it, 2.4 from the last, and the blocks' own settings tell which one wrote them."""
-    entries: Dict[str, List[str]] = {}
-    for match in _LOCAL_NAME.finditer(text):
-        found = _CERT_SETTING.findall(match.group(2))
-        chains = [path for _, path in found]
-        last_wins = any(setting.startswith("ssl_server_") for setting, _ in found)
-        for name in match.group(1).split():
-            if last_wins or name.lower() not in entries:
-                entries[name.lower()] = chains
-    return entries
-
-
-def block_count(plan: Plan, syntax: str = "2.3") -> int:
-    exact, wild = _sections(plan, syntax)
-    return len(exact) + len(wild)
-
-
-def required_limit_mb(blocks: int, syntax: str = "2.3") -> int:
-    """Address space the config process needs for ``blocks`` blocks, with some margin."""
-    return BASE_MB + (blocks * BLOCK_KB[syntax] + 1023) // 1024
-
-
-def render_dropin(
-    plan: Plan,
-    syntax: str = "2.3",
-    config_limit_mb: Optional[int] = None,
-    *,
-    default: Union[CertFiles, Serving, None] = None,
-) -> str:
-    """The drop-in: the optional default certificate, an optional ``service config`` memory limit,
-    then the ``local_name`` blocks (see _render)."""
-    exact, wild = _sections(plan, syntax)
-    return _render(exact, wild, syntax, config_limit_mb, default)
-
-
-def _divider(syntax: str) -> str:
-    """The comment line between the two sections of blocks: a deployment that changes a few
-    lineages puts their new blocks before it or at the end (see _splice)."""
-    if syntax == "2.4":
-        return "# Exact names: after the wildcards (Dovecot 2.4 uses the last block that matches).\n"
-    return "# Wildcards: after the exact names (Dovecot 2.3 uses the first block that matches).\n"
-
-
-def _head(syntax: str, config_limit_mb: Optional[int], default: Union[CertFiles, Serving, None]) -> str:
-    """What precedes the blocks: the header, the default certificate and the memory limit.
-
-    The default certificate is the same settings as a block's, at top level: the drop-in is read
-    after conf.d/10-ssl.conf, so they replace the certificate served without SNI or to unknown names.
-    """
-    out = [f"# {HEADER}\n"]
-    defaults = as_serving(default)
-    if defaults:
-        out.append("# The default certificate: for clients that send no SNI or a name not below.\n")
-        out.append(_cert_settings(defaults, syntax, ""))
-    if config_limit_mb is not None:
-        out.append(
-            "# Raised by certbot-mailstack: the config process holds every local_name block.\n"
-            f"service config {{\n  vsz_limit = {config_limit_mb}M\n}}\n"
-        )
-    return "".join(out)
-
-
-def _block_text(block: Block, syntax: str, clear_alt: bool) -> str:
-    """2.3: ``local_name "a b" { ssl_cert = <fullchain  ssl_key = <key }`` (``<`` reads the file);
-    2.4: ``local_name a { ssl_server_cert_file = fullchain  ssl_server_key_file = key }`` (paths).
-    A name served by an ECDSA and an RSA lineage adds ``ssl_alt_cert``/``ssl_alt_key`` (2.4:
-    ``ssl_server_alt_cert_file``/``ssl_server_alt_key_file``) for the RSA one."""
-    names, serving = block
-    shown = names[0] if syntax == "2.4" else " ".join(names)
-    return f'local_name "{shown}" {{\n{_cert_settings(serving, syntax, "  ", clear_alt)}}}\n'
-
-
-def _render(
-    exact: List[Block],
-    wild: List[Block],
-    syntax: str,
-    config_limit_mb: Optional[int],
-    default: Union[CertFiles, Serving, None],
-) -> str:
-    """render_dropin from blocks already made (a run renders one plan once): the head, then the
-    section Dovecot must see first (2.3: exact names; 2.4: wildcards), the divider, the other."""
-    clear_alt = len(as_serving(default)) > 1
-    first, second = (wild, exact) if syntax == "2.4" else (exact, wild)
-    out = [_head(syntax, config_limit_mb, default)]
-    out += [_block_text(block, syntax, clear_alt) for block in first]
-    out.append(_divider(syntax))
-    out += [_block_text(block, syntax, clear_alt) for block in second]
-    return "".join(out)
-
-
-#: A deployment changing more lineages than this (a bulk import batch) renders the whole drop-in
-#: rather than editing the live one block by block.
-SPLICE_MAX = 64
-
-
-def _splice(
-    text: str,
-    before: Plan,
-    plan: Plan,
-    lineage_ids: Set[str],
-    syntax: str,
-    clear_alt: Tuple[bool, bool],
-) -> Optional[Tuple[str, int]]:
-    """The blocks of ``text`` (the drop-in as rendered for ``before``) edited into those of
-    ``plan``, where only the lineages ``lineage_ids`` differ: (blocks without the head, how many).
-
-    The blocks holding their names (and their partners' in dual blocks) are cut out and the new
-    ones added at the end of their section, so one lineage costs a few searches of the text, not
-    a rendering of every block. None when the text is not laid out as expected (written by an
-    older version), too many lineages changed, or the default's pair count changed (every block
-    then changes; see _cert_settings): render it all.
-    """
-    if len(lineage_ids) > SPLICE_MAX or clear_alt[0] != clear_alt[1]:
-        return None
-    divider = _divider(syntax)
-    at = text.find("\n" + divider) + 1
-    if at <= 0:
-        return None
-    first_block = text.find('\nlocal_name "') + 1
-    start = first_block if 0 < first_block < at else at
-    sections = [text[start:at], text[at + len(divider) :]]
-    count = text.count('\nlocal_name "')
-    affected = _partners(before, lineage_ids) | _partners(plan, lineage_ids)
-    wild_first = 0 if syntax == "2.4" else 1  # the section of wildcard blocks
-    old_exact, old_wild = _blocks_of(before, affected, syntax)
-    for section, blocks in ((1 - wild_first, old_exact), (wild_first, old_wild)):
-        for block in blocks:
-            cut = _block_text(block, syntax, clear_alt[0])
-            where = sections[section].find(cut)
-            if where < 0 or (where > 0 and sections[section][where - 1] != "\n"):
-                return None
-            sections[section] = sections[section][:where] + sections[section][where + len(cut) :]
-            count -= 1
-    new_exact, new_wild = _blocks_of(plan, affected, syntax)
-    for section, blocks in ((1 - wild_first, new_exact), (wild_first, new_wild)):
-        sections[section] += "".join(_block_text(block, syntax, clear_alt[1]) for block in blocks)
-        count += len(blocks)
-    return sections[0] + divider + sections[1], count
-
-
-def parse_size_mb(text: str) -> Optional[int]:
-    """A doveconf size (``256 M``, ``1 G``, ``0``) in MB; None for unlimited or unset."""
-    match = re.fullmatch(r"\s*(\d+)\s*([BkKMGT]?)\s*", text)
-    if not match:
-        return None
-    number = int(match.group(1))
-    factor = {"": 1, "B": 1, "k": 1 << 10, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    size = number * factor[match.group(2)]
-    if size == 0 or size >= (1 << 63):
-        return None
-    return max(1, size >> 20)
-
-
-def own_limit_mb(text: Optional[bytes]) -> Optional[int]:
-    """The ``vsz_limit`` a drop-in written by this package sets, if any (in its head, before the
-    blocks: only that part is searched, not 10,000 blocks)."""
-    head = text or b""
-    blocks = head.find(b'\nlocal_name "')
-    match = re.search(rb"^\s*vsz_limit = (\d+)M$", head[:blocks] if blocks >= 0 else head, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def glob_matches(pattern: str, path: str) -> bool:
-    """Whether glob(3), as Dovecot's ``!include`` uses it, would expand ``pattern`` to ``path``.
-
-    Unlike fnmatch, ``*`` never crosses a ``/`` and never matches a leading dot.
-    """
-    pattern_parts, path_parts = pattern.split(os.sep), path.split(os.sep)
-    if len(pattern_parts) != len(path_parts):
-        return False
-    for pat, part in zip(pattern_parts, path_parts):
-        if part.startswith(".") and not pat.startswith("."):
-            return False
-        if not fnmatch.fnmatchcase(part, pat):
-            return False
-    return True
 
 
 def doveconf_values(conf: str, names: Sequence[str]) -> Dict[str, str]:
@@ -372,7 +84,7 @@ def _included_files(conf: str, depth: int = 0) -> Iterator[Tuple[str, str]]:
         return
     base = os.path.dirname(conf)
     for line in data.decode("utf-8", "replace").splitlines():
-        match = _INCLUDE.match(line)
+        match = INCLUDE.match(line)
         if not match:
             continue
         pattern = os.path.normpath(os.path.join(base, match.group(1).strip('"')))
@@ -398,7 +110,7 @@ def _localize_includes(conf: str, live_dir: str, copy_dir: str, depth: int = 0) 
     patterns: List[str] = []
     changed = False
     for number, line in enumerate(lines):
-        match = _INCLUDE.match(line)
+        match = INCLUDE.match(line)
         if not match:
             continue
         pattern = match.group(1).strip('"')
@@ -419,8 +131,30 @@ def _localize_includes(conf: str, live_dir: str, copy_dir: str, depth: int = 0) 
                 _localize_includes(path, live_dir, copy_dir, depth + 1)
 
 
-class Dovecot:
+@dataclass(frozen=True)
+class DovecotRecord:
+    """What the state keeps of the drop-in as this package last wrote it."""
+
+    #: SHA-256 of the drop-in (fsutil.text_digest): while the live file still has it, only the
+    #: blocks that change need validating (none of the others was edited).
+    dropin: str = ""
+
+
+@dataclass(frozen=True)
+class DovecotStep(Step[DovecotRecord]):
+    """Dovecot's part of a change: the drop-in to write (None: it stays), whether it was validated
+    in a private copy of the config tree (else: in the live tree, once swapped in), and the drop-in
+    that first gives the running Dovecot a larger config process limit (None: not needed)."""
+
+    text: Optional[str] = None
+    validated: bool = False
+    limit: Optional[Tuple[str, int, str]] = None  # (text, limit MB, "reload" or "restart")
+
+
+class Dovecot(Daemon[DovecotRecord]):
     """One Dovecot instance, addressed by its ``dovecot.conf`` (``-c FILE``)."""
+
+    service = "dovecot"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -450,6 +184,85 @@ class Dovecot:
 
     def current(self) -> Optional[bytes]:
         return fsutil.read_or_none(self.dropin)
+
+    # -- a change ------------------------------------------------------------------------------
+
+    def fresh_record(self) -> DovecotRecord:
+        return DovecotRecord()
+
+    def prepare(self, change: Change, record: DovecotRecord, undo: Transaction) -> DovecotStep:
+        """The new drop-in, validated in a private copy of the config tree where one can be made;
+        Dovecot reloads for renewed files even when the drop-in stays the same (it reads them on
+        reload)."""
+        fsutil.remove_stale_temps([self.dropin])
+        rendered = self.render(
+            change.after, change.before, change.changed, change.default, change.before_default, record.dropin
+        )
+        new = DovecotRecord(text_digest(rendered.text.encode()))
+        if self.current() == rendered.text.encode():
+            return DovecotStep(new, reload=change.content_changed, files=frozenset())
+        self.check_included()
+        validated = self._validate_in_copy(rendered.check_text)
+        limit, warnings = None, []
+        # Not when the live drop-in sets this limit and Dovecot was reloaded since it was written:
+        # the running config process has it (asking costs a connection and /proc reads).
+        if rendered.limit_mb != rendered.live_limit_mb or self.service in change.pending_reload:
+            how = self.limit_step(rendered.limit_mb, rendered.blocks)
+            if how is not None and rendered.limit_mb is not None:
+                text = render_dropin(
+                    change.before, self.syntax(), rendered.limit_mb, default=change.before_default
+                )
+                limit = (text, rendered.limit_mb, how)
+            if how == "restart":
+                warnings.append(
+                    f"restarting dovecot for its config process limit ({rendered.limit_mb} MB): a reload "
+                    "would run out of memory holding the live blocks twice (IMAP/POP3 sessions reconnect)"
+                )
+        return DovecotStep(
+            new,
+            reload=True,
+            files=frozenset({self.dropin}),
+            warnings=tuple(warnings),
+            text=rendered.text,
+            validated=validated,
+            limit=limit,
+        )
+
+    def swap(self, step: Step[DovecotRecord], undo: Transaction) -> None:
+        """The drop-in goes live, after the running Dovecot has got the larger config process limit
+        it needs if it does (with the blocks it serves now: its own write, reload and wait)."""
+        assert isinstance(step, DovecotStep) and step.text is not None
+        if step.limit is not None:
+            self._raise_limit_first(*step.limit)
+        previous = self.current()
+        fsutil.atomic_write(self.dropin, step.text.encode(), mode=0o644)
+        undo.on_failure(self.restore, previous)
+        if not step.validated:  # no private copy could read it: the live tree, before any reload
+            self.validate()
+
+    def _raise_limit_first(self, text: str, limit_mb: int, how: str) -> None:
+        """Give the running Dovecot its larger config process limit, with the blocks it serves now
+        (``text``), before the blocks grow past the old limit: reload (or restart when a reload
+        could not hold the live blocks twice), then wait until the config process has it.
+        On failure the drop-in it served is put back and reloaded."""
+        manager = service_managers.for_settings(self.settings)
+        previous = self.current()
+        self.install(text, render_dropin(Plan(), self.syntax(), limit_mb))
+        try:
+            if how == "restart":
+                logger.info("restarting dovecot for its new config process limit before adding blocks")
+                service_managers.restart(manager, "dovecot")
+            else:
+                logger.info("reloading dovecot for its new config process limit before adding blocks")
+                service_managers.reload(manager, "dovecot")
+            self.wait_for_limit(limit_mb)
+        except MisconfiguredError as exc:  # back to the drop-in it served, and make it serve again
+            self.restore(previous)
+            try:
+                service_managers.reload(manager, "dovecot")
+            except MisconfiguredError as again:
+                raise ServiceError(f"{exc}; putting the previous drop-in back: {again}") from None
+            raise ServiceError(f"{exc}; the previous drop-in was put back and reloaded") from None
 
     # -- which Dovecot ----------------------------------------------------------------------------
 
@@ -496,16 +309,16 @@ class Dovecot:
         live_limit = own_limit_mb(current)
         clear_alt = (len(as_serving(before_default)) > 1, len(as_serving(default)) > 1)
         lineage_ids = set(changed) | set(plan.lineages.changes_from(before.lineages)[1])
-        spliced = _splice(text, before, plan, lineage_ids, syntax, clear_alt) if text and ours else None
+        spliced = splice(text, before, plan, lineage_ids, syntax, clear_alt) if text and ours else None
         if spliced is None:
-            exact, wild = _sections(plan, syntax)
+            exact, wild = sections(plan, syntax)
             blocks = len(exact) + len(wild)
             limit = self._limit_for(syntax, blocks, live_limit)
-            new_text = _render(exact, wild, syntax, limit, default)
+            new_text = render_blocks(exact, wild, syntax, limit, default)
         else:
             body, blocks = spliced
             limit = self._limit_for(syntax, blocks, live_limit)
-            new_text = _head(syntax, limit, default) + body
+            new_text = render_head(syntax, limit, default) + body
         if not ours:
             return Rendered(new_text, new_text, limit, blocks, live_limit)
         subset = Plan({lid: plan.lineages[lid] for lid in changed if lid in plan.lineages})
@@ -635,11 +448,9 @@ class Dovecot:
         daemon reads its configuration only on reload, so it never sees a refused drop-in.
         """
         self.check_included()
-        with self._private_tree(check_text if check_text is not None else text) as copy:
-            if copy is not None:
-                self._doveconf_check(copy, named_as=os.path.dirname(self.conf))
-                fsutil.atomic_write(self.dropin, text.encode(), mode=0o644)
-                return
+        if self._validate_in_copy(check_text if check_text is not None else text):
+            fsutil.atomic_write(self.dropin, text.encode(), mode=0o644)
+            return
         previous = self.current()
         fsutil.atomic_write(self.dropin, text.encode(), mode=0o644)
         try:
@@ -647,6 +458,15 @@ class Dovecot:
         except BaseException:
             self.restore(previous)
             raise
+
+    def _validate_in_copy(self, dropin_text: str) -> bool:
+        """Validate ``dropin_text`` as the drop-in in a private copy of the config tree (raise
+        MisconfiguredError if Dovecot refuses it); False where no copy can read it."""
+        with self._private_tree(dropin_text) as copy:
+            if copy is None:
+                return False
+            self._doveconf_check(copy, named_as=os.path.dirname(self.conf))
+            return True
 
     @contextlib.contextmanager
     def _private_tree(self, dropin_text: str) -> Iterator[Optional[str]]:
@@ -694,6 +514,9 @@ class Dovecot:
         else:
             fsutil.atomic_write(self.dropin, previous, mode=0o644)
 
+    def check_config(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         self._doveconf_check(self.conf)
 
@@ -734,6 +557,40 @@ class Dovecot:
         except PermissionError:
             return True
         return True
+
+    def listeners(self) -> List[Listener]:
+        """inet_listeners of the imap-login and pop3-login services (``doveconf service`` shows
+        defaults), read without this package's blocks: fast at any size."""
+        with self.settings_conf() as conf:
+            out = runner.run(["doveconf", "-c", conf, "service"]).stdout
+            listen = first_address(doveconf_values(conf, ["listen"])["listen"])
+        found = []
+        stack: List[str] = []  # open sections, e.g. ["service imap-login", "inet_listener imaps"]
+        settings: Dict[str, str] = {}
+        for raw in out.splitlines():
+            line = raw.strip()
+            if line.endswith("{"):
+                stack.append(line[:-1].strip())
+                settings = {}
+            elif line == "}":
+                section = stack.pop() if stack else ""
+                outer = stack[-1] if stack else ""
+                protocol = {"service imap-login": "imap", "service pop3-login": "pop3"}.get(outer)
+                port = int(settings.get("port", "0") or 0)
+                if section.startswith("inet_listener ") and protocol and port:
+                    mode = "tls" if settings.get("ssl") == "yes" else protocol
+                    found.append(
+                        Listener(
+                            "dovecot",
+                            connect_host(first_address(settings.get("address", "")) or listen),
+                            port,
+                            mode,
+                        )
+                    )
+            elif " = " in line:
+                key, _, value = line.partition(" = ")
+                settings[key] = value
+        return found
 
     def known_names(self) -> List[str]:
         """Every ``local_name`` in Dovecot's own configuration (this package's names are in its

@@ -1,4 +1,5 @@
-"""How the Postfix SNI map is split into tables on a large host.
+"""The Postfix SNI map's source format: render, parse and edit it (text in, text out), and how
+it is split into tables on a large host; the ``smtpd_tls_chain_files`` value of the default.
 
 ``postmap -F`` embeds every key and chain in the table, about 4 KB per name: 40 MB at 10,000
 names. A deployment copies the live table, edits the copy and swaps it in (the candidate), so
@@ -13,13 +14,14 @@ next label), and a name is in one table only, so the split changes nothing a cli
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
-from .constants import HEADER
-from .model import Plan, Serving
-from .names import exact_first, is_wildcard
+from ..constants import HEADER
+from ..model import CertFiles, Plan, Serving, as_serving
+from ..names import exact_first, is_wildcard
 
 #: Names per table the split aims at, and the size up to which the map stays one table.
 NAMES_PER_TABLE = 512
@@ -37,7 +39,7 @@ def map_key(name: str) -> str:
 def entry_value(serving: Serving, separator: str = " ") -> str:
     """The files one name serves, each key before its chain as Postfix requires: one pair, or an
     ECDSA and an RSA pair that smtpd loads together and picks from by the client's signature
-    algorithms (as smtpd_tls_chain_files; FACTS §2)."""
+    algorithms (as smtpd_tls_chain_files)."""
     return separator.join(f"{files.key}{separator}{files.fullchain}" for files in serving)
 
 
@@ -158,3 +160,61 @@ def edit_source(text: str, written: Dict[str, Serving], removed: Sequence[str]) 
         else:
             added.append(line)
     return text + "".join(added)
+
+
+def render_map(plan: Plan) -> str:
+    """The source of a one-table map: ``name key-file fullchain-file [key-file fullchain-file]``
+    per line (render_tables for a split one)."""
+    return render_tables(plan, Layout(""))[0]
+
+
+def entry_changes(before: Plan, after: Plan, changed: Sequence[str]) -> Edits:
+    """table_edits for a one-table map."""
+    return table_edits(before, after, changed, Layout("")).get(0, ({}, []))
+
+
+#: Postfix's default certificate (3.4+): key and chain files, for clients that send no SNI or a
+#: name the SNI map lacks. It replaces smtpd_tls_cert_file/smtpd_tls_key_file (Postfix 3.4+).
+DEFAULT_CHAIN = "smtpd_tls_chain_files"
+
+
+def chain_value(files: Union[CertFiles, Serving]) -> str:
+    """The ``smtpd_tls_chain_files`` value serving a lineage (or an ECDSA and an RSA one): key
+    first, as in the SNI map."""
+    return entry_value(as_serving(files), ", ")
+
+
+def same_chain(first: str, second: str) -> bool:
+    """Whether two ``smtpd_tls_chain_files`` values list the same files (commas and/or spaces)."""
+    return re.split(r"[\s,]+", first.strip()) == re.split(r"[\s,]+", second.strip())
+
+
+@dataclass(frozen=True)
+class DefaultChain:
+    """What to do with ``smtpd_tls_chain_files``: its value now, the value to set (None: leave
+    it), and the value it had before this package first set it (None: not set by us)."""
+
+    current: str
+    value: Optional[str]
+    before: Optional[str]
+
+
+def decide_default(current: str, before: Optional[str], default: Serving, served: Plan) -> DefaultChain:
+    """Point smtpd_tls_chain_files (now ``current``) at ``default``, the lineage(s) covering the
+    default name; when none does any more, put back the value it had before this package set it
+    (``before``; None: this package has not), unless it was changed by hand since: it is then
+    none of the values ``served`` (the plan it was set for) could have given it."""
+    if default:
+        value = chain_value(default)
+        if same_chain(current, value):
+            return DefaultChain(current, None, before)
+        return DefaultChain(current, value, current if before is None else before)
+    if before is None:
+        return DefaultChain(current, None, None)
+    ours = [chain_value(lineage.files) for lineage in served.lineages.values()]
+    ours += {chain_value(serving) for _, serving in served.served() if len(serving) > 1}
+    if not any(same_chain(current, value) for value in ours):
+        return DefaultChain(current, None, None)  # changed by hand: left as it is, and forgotten
+    if same_chain(current, before):
+        return DefaultChain(current, None, None)
+    return DefaultChain(current, before, None)
