@@ -161,13 +161,22 @@ def check_files(files: CertFiles) -> CheckedFiles:
     if _public_der(key.public_key()) != _public_der(leaf.public_key()):
         raise InputError(f"private key {files.key} does not match the certificate in {files.fullchain}")
     check_chain(chain, files.fullchain)
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns_names = tuple(str(n) for n in san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        dns_names = ()
     digest = pem_digest(key_data + b"\n" + chain_data)
-    return CheckedFiles(files, dns_names, digest, key_type(key))
+    return CheckedFiles(files, dns_names_of(leaf), digest, key_type(key))
+
+
+def dns_names_of(cert: x509.Certificate) -> Tuple[str, ...]:
+    """The DNS names of a certificate's subjectAltName (none without one: the CN is not used)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(str(name) for name in san.get_values_for_type(x509.DNSName))
+
+
+def fingerprint(der: bytes) -> str:
+    """The SHA-256 of a DER certificate, in hex: how a served leaf is compared with a lineage's."""
+    return hashlib.sha256(der).hexdigest()
 
 
 def gone_lineages(plan: Plan, keep: Set[str]) -> Set[str]:

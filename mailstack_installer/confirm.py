@@ -6,10 +6,10 @@ Postfix picks up a table in new processes only; a TLS handshake with SNI is the 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Dict, List, Optional, Tuple
 
+from .certfiles import fingerprint
 from .errors import ServiceError
 from .listeners import Listener
 from .probe import ProbeError, served_certificate
@@ -23,7 +23,7 @@ def _answers(listener: Listener, timeout: float) -> bool:
         return False
 
 
-def serving(listeners: List[Listener], timeout: float = 3.0) -> List[Listener]:
+def answering(listeners: List[Listener], timeout: float = 3.0) -> List[Listener]:
     """The listeners that complete a TLS handshake now: taken before a reload, they are what the
     daemon must serve again after it (a listener without TLS, such as a content filter's
     re-injection port, is not held against it)."""
@@ -91,9 +91,9 @@ def confirm(
         deadline = time.monotonic() + timeout
         while True:
             try:
-                got = hashlib.sha256(
+                got = fingerprint(
                     served_certificate(listener.host, listener.port, listener.mode, name, timeout, key_type)
-                ).hexdigest()
+                )
             except ProbeError as exc:
                 got = f"no certificate ({exc})"
             if got == want:

@@ -95,5 +95,14 @@ class Daemon(abc.ABC, Generic[R]):
         """Put the prepared ``step`` live, atomically per file; register with ``undo`` how to put
         back what was live. Called only for a step with files to write."""
 
+    @abc.abstractmethod
+    def keep(self, directory: str, record: R) -> None:
+        """Keep in ``directory`` what is live now (``record``: as the state has it), for put_back:
+        hard links where it can (live files are only ever replaced by rename)."""
+
+    @abc.abstractmethod
+    def put_back(self, directory: str) -> None:
+        """Make live again what keep() kept in ``directory``."""
+
     def after_restore(self) -> None:
         """After certbot's reverter put files back: rebuild what derives from them."""

@@ -274,34 +274,27 @@ class Plan:
     def __repr__(self) -> str:
         return f"Plan({dict(self.lineages.items())!r})"
 
-    def entries(self) -> List[Tuple[str, CertFiles]]:
-        """(name, files) pairs: exact names first, then wildcards, each group sorted; a name two
-        lineages serve comes twice, the primary first.
-
-        Dovecot 2.3 uses the first matching ``local_name``, so exact names must come first.
-        """
-        return [(name, files) for name, serving in self.served() for files in serving]
-
-    def serving(self) -> List[Tuple[str, Tuple[Lineage, ...]]]:
+    def lineages_by_name(self) -> List[Tuple[str, Tuple[Lineage, ...]]]:
         """Each name with the lineages serving it, primary first: the one place that says what a
         name serves, for the Postfix map, the Dovecot blocks, the default certificate and verify.
-        Exact names first, then wildcards, each group sorted (as ``entries``)."""
-        return list(self._serving)
+        Exact names first, then wildcards, each group sorted (Dovecot 2.3 uses the first matching
+        ``local_name``, so exact names must come first)."""
+        return list(self._lineages_index)
 
-    def served(self) -> List[Tuple[str, Serving]]:
-        """(name, files of each lineage serving it, primary first), in ``serving`` order."""
-        return list(self._served)
+    def files_by_name(self) -> List[Tuple[str, Serving]]:
+        """(name, files of each lineage serving it, primary first), in ``lineages_by_name`` order."""
+        return list(self._files_index)
 
-    def serving_of(self, name: str) -> Tuple[Lineage, ...]:
+    def lineages_of(self, name: str) -> Tuple[Lineage, ...]:
         """The lineages serving ``name`` (primary first; empty if none), without ordering the
         whole plan: what one deployment asks about the few names it touches."""
         ids = self._by_name.get(name, ())
         lineages = tuple(self.lineages[lid] for lid in ids)
         return tuple(sorted(lineages, key=_primary_first)) if len(lineages) > 1 else lineages
 
-    def served_of(self, name: str) -> Serving:
-        """The files serving ``name``, primary first (as in ``served``)."""
-        return tuple(lineage.files for lineage in self.serving_of(name))
+    def files_of(self, name: str) -> Serving:
+        """The files serving ``name``, primary first (as in ``files_by_name``)."""
+        return tuple(lineage.files for lineage in self.lineages_of(name))
 
     # The views below are built once per plan (it is frozen): a run asks for them several times,
     # and at 10,000 names each build is a pass over, or a sort of, every name.
@@ -312,13 +305,13 @@ class Plan:
         return self.lineages.ids_by_name()
 
     @cached_property
-    def _serving(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
-        return tuple((name, self.serving_of(name)) for name in sorted(self._by_name, key=exact_first))
+    def _lineages_index(self) -> Tuple[Tuple[str, Tuple[Lineage, ...]], ...]:
+        return tuple((name, self.lineages_of(name)) for name in sorted(self._by_name, key=exact_first))
 
     @cached_property
-    def _served(self) -> Tuple[Tuple[str, Serving], ...]:
+    def _files_index(self) -> Tuple[Tuple[str, Serving], ...]:
         served: List[Tuple[str, Serving]] = []
-        for name, lineages in self._serving:
+        for name, lineages in self._lineages_index:
             if len(lineages) == 1:
                 served.append((name, (lineages[0].files,)))
             else:
@@ -329,12 +322,12 @@ class Plan:
         return len(self._by_name)
 
     def names(self) -> List[str]:
-        return [name for name, _ in self.serving()]
+        return [name for name, _ in self.lineages_by_name()]
 
     def dual_names(self) -> Set[str]:
         """Names an ECDSA and an RSA lineage serve side by side: which leaf a client gets depends
         on the key types it accepts, so checks of them ask with a client of one type."""
-        return {name for name, lineages in self.serving() if len(lineages) > 1}
+        return {name for name, lineages in self.lineages_by_name() if len(lineages) > 1}
 
     def with_lineage(self, lineage: Lineage) -> Plan:
         """A new plan where ``lineage`` is added or replaced and its names are taken from any other

@@ -7,7 +7,7 @@ broken name (a space, a quote, a brace, ``#``, a newline) from injecting configu
 from __future__ import annotations
 
 import re
-from typing import Tuple
+from typing import Sequence, Tuple
 
 from .errors import InputError
 
@@ -76,3 +76,19 @@ def check_path(path: str) -> str:
             "cannot hold: move the certificate files to a plain path"
         )
     return path
+
+
+def covered_by(name: str, dns_names: Sequence[str]) -> bool:
+    """Whether a certificate with DNS names ``dns_names`` is valid for ``name`` (RFC 6125, as mail
+    clients check it): equal ignoring case, or ``*.rest`` standing for exactly one whole left-most
+    label. No partial-label wildcards, no fallback to the subject CN. The one rule for which names
+    a lineage may serve (pipeline) and whether a served certificate fits (verify)."""
+    host = name.lower().rstrip(".")
+    label, _, parent = host.partition(".")
+    for raw in dns_names:
+        pattern = raw.lower().rstrip(".")
+        if pattern == host:
+            return True
+        if pattern.startswith("*.") and label and label != "*" and parent and pattern[2:] == parent:
+            return True
+    return False

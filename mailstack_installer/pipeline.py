@@ -16,15 +16,14 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from . import fsutil, service_managers
 from .certfiles import CheckedFiles, check_files, gone_lineages, key_type_of_file
-from .confirm import confirm, serving
+from .confirm import answering, confirm
 from .daemon import Change, Daemon
 from .dovecot import Dovecot
 from .errors import InputError, MailstackError, MisconfiguredError, ServiceError
 from .listeners import Listener
 from .model import CertFiles, Lineage, Plan, Serving
-from .names import normalize_name, probe_name
+from .names import covered_by, normalize_name, probe_name
 from .postfix import Postfix
-from .postfix.mapfile import Layout
 from .previous import Previous
 from .settings import Settings, merge_options, resolve
 from .state import State, StateStore
@@ -69,29 +68,14 @@ class Imported:
 Progress = Callable[[str, int, int], None]
 
 
-def covers(sans: Sequence[str], name: str) -> bool:
-    """Whether a certificate with DNS names ``sans`` is valid for ``name``."""
-    lowered = [s.lower() for s in sans]
-    if name in lowered:
-        return True
-    _head, _, parent = name.partition(".")
-    return not name.startswith("*.") and bool(parent) and f"*.{parent}" in lowered
-
-
-def default_serving(plan: Plan, name: str) -> Serving:
+def default_files(plan: Plan, name: str) -> Serving:
     """The files of the lineages a client asking for ``name`` would get, to serve as the default
     certificate: those serving ``name`` itself, else those serving the wildcard that covers it
     (one label, as a certificate does); empty if none do, or for no name. Two when an ECDSA and
     an RSA lineage serve it (primary first)."""
     if not name:
         return ()
-    return plan.served_of(name) or plan.served_of(f"*.{name.partition('.')[2]}")
-
-
-def default_files(plan: Plan, name: str) -> Optional[CertFiles]:
-    """The primary of default_serving (None if none)."""
-    serving = default_serving(plan, name)
-    return serving[0] if serving else None
+    return plan.files_of(name) or plan.files_of(f"*.{name.partition('.')[2]}")
 
 
 def default_name(settings: Settings, daemons: Sequence[Daemon[Any]]) -> str:
@@ -242,7 +226,7 @@ class Pipeline:
             outcome = Outcome()
             options, settings = self._resolved(state)
             checked = check_files(known.files)
-            names = tuple(n for n in known.names if covers(checked.dns_names, n))
+            names = tuple(n for n in known.names if covered_by(n, checked.dns_names))
             dropped = [n for n in known.names if n not in names]
             if dropped:
                 self._warn(outcome, f"{', '.join(dropped)} no longer in {known.files.fullchain}: unmapped")
@@ -273,7 +257,7 @@ class Pipeline:
                 plan = plan.without(matches)
             for raw in names:
                 name = normalize_name(raw)
-                owners = state.plan.serving_of(name)  # an ECDSA and an RSA lineage may serve it
+                owners = state.plan.lineages_of(name)  # an ECDSA and an RSA lineage may serve it
                 if not owners:
                     raise InputError(f"{name} is not mapped (see certbot-mailstack status)")
                 for owner in owners:
@@ -336,7 +320,7 @@ class Pipeline:
             elif daemon is not None:
                 if service not in held:  # a rollback keeps what served before the change
                     found = daemon.listeners()
-                    held[service] = (found, serving(found))
+                    held[service] = (found, answering(found))
                 service_managers.reload(manager, service)
                 outcome.reloaded.append(service)
             state.pending_reload.discard(service)
@@ -367,7 +351,7 @@ class Pipeline:
         the error line with."""
         if not self.previous.exists():
             return "no previous configuration was kept to go back to"
-        kept_state = self.previous.restore(settings, self.store.files())
+        kept_state = self.previous.restore(self.daemons(settings), self.store.files())
         restored = self.store.load() if kept_state else State(options=state.options)
         restored.pending_reload, restored.unconfirmed = set(settings.services), set()
         self.store.save(restored)
@@ -427,7 +411,7 @@ class Pipeline:
         names: Dict[str, None] = {}
         for raw in request.names:
             name = normalize_name(raw)
-            if checked.dns_names and not covers(checked.dns_names, name):
+            if checked.dns_names and not covered_by(name, checked.dns_names):
                 raise InputError(
                     f"name {name} is not covered by {request.files.fullchain} "
                     f"(it covers {', '.join(checked.dns_names)})"
@@ -435,7 +419,7 @@ class Pipeline:
             names[name] = None
         if known is not None:  # keep names mapped before that the certificate still covers
             for name in known.names:
-                if covers(checked.dns_names, name):
+                if covered_by(name, checked.dns_names):
                     names.setdefault(name, None)
         return Lineage(checked.files, tuple(names), checked.digest, checked.key_type)
 
@@ -471,8 +455,8 @@ class Pipeline:
             after=plan,
             changed=tuple(changed),
             content_changed=content_changed,
-            default=default_serving(plan, name),
-            before_default=default_serving(state.plan, name),
+            default=default_files(plan, name),
+            before_default=default_files(state.plan, name),
             pending_reload=frozenset(state.pending_reload),
             expected_names=expected_names,
         )
@@ -506,8 +490,8 @@ class Pipeline:
                 existing = {path for path in touched if os.path.exists(path)}
                 checkpoint(existing, touched - existing)
             if not self.previous.exists():  # else it holds the last configuration confirmed served
-                before_sources = Layout(settings.postfix_map, state.postfix.tables).sources()
-                self.previous.save(settings, self.store.files(), before_sources)
+                kept = [(daemon, state.record(daemon.service)) for daemon in daemons]
+                self.previous.save(kept, self.store.files())
                 undo.on_failure(self.previous.drop)
             staged = self.store.stage(new_state)  # a full disk or read-only dir fails here
             undo.on_failure(self.store.discard, staged)
@@ -526,7 +510,7 @@ def _typed(plan: Plan, incoming: Sequence[Lineage]) -> Plan:
     a name or serves it beside the other depends on it. Only those few key files are read, not the
     thousands an old state may list, and they are found by name."""
     ids = {lineage.id for lineage in incoming}
-    sharing = {lin for lineage in incoming for name in lineage.names for lin in plan.serving_of(name)}
+    sharing = {lin for lineage in incoming for name in lineage.names for lin in plan.lineages_of(name)}
     unknown = [lin for lin in sharing if not lin.key_type and lin.id not in ids]
     typed = [lin._replace(key_type=key_type_of_file(lin.files.key)) for lin in unknown]
     typed = [lin for lin in typed if lin.key_type]

@@ -139,7 +139,8 @@ def collect(
         dovecot = parse_dropin(_read(settings.dovecot_config) or "")
     facts = {lid: _lineage_files(lin, expiry_days, now) for lid, lin in state.plan.lineages.items()}
     names = []
-    for name, files in state.plan.entries():
+    entries = [(name, files) for name, serving in state.plan.files_by_name() for files in serving]
+    for name, files in entries:
         lineage = state.plan.lineages[files.lineage_id]
         fact = facts[files.lineage_id]
         problems, notes = list(fact.problems), list(fact.notes)

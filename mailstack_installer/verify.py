@@ -10,7 +10,6 @@ port that never answers would otherwise cost 10,000 timeouts).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import re
@@ -23,11 +22,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import probe
-from .certfiles import load_chain, not_after
+from .certfiles import dns_names_of, fingerprint, load_chain, not_after
 from .errors import InputError
 from .listeners import Listener
 from .model import CertFiles, Plan
-from .names import WILDCARD_PROBE_LABEL, normalize_name, probe_name
+from .names import WILDCARD_PROBE_LABEL, covered_by, normalize_name, probe_name
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 10.0
@@ -108,7 +107,7 @@ class Options:
 def select(plan: Plan, names: Sequence[str]) -> List[Tuple[str, CertFiles]]:
     """(name, files) to check: every mapped name, or those given (each must be mapped). A name an
     ECDSA and an RSA lineage serve comes once per lineage, the primary first."""
-    entries = plan.entries()
+    entries = [(name, files) for name, serving in plan.files_by_name() for files in serving]
     if not names:
         return entries
     chosen: Dict[str, None] = {}
@@ -143,14 +142,7 @@ class CertInfo:
 def cert_info(der: bytes) -> CertInfo:
     """Parse a DER certificate; raises ValueError if it does not parse."""
     cert = x509.load_der_x509_certificate(der)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns_names = tuple(str(n) for n in san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        dns_names = ()
-    return CertInfo(
-        hashlib.sha256(der).hexdigest(), cert.subject.rfc4514_string(), dns_names, not_after(cert)
-    )
+    return CertInfo(fingerprint(der), cert.subject.rfc4514_string(), dns_names_of(cert), not_after(cert))
 
 
 def lineage_leaf(files: CertFiles) -> CertInfo:
@@ -162,21 +154,6 @@ def lineage_leaf(files: CertFiles) -> CertInfo:
         raise InputError(f"cannot read {files.fullchain}: {exc.strerror or exc}") from None
     leaf = load_chain(data, files.fullchain)[0]
     return cert_info(leaf.public_bytes(serialization.Encoding.DER))
-
-
-def hostname_matches(name: str, dns_names: Sequence[str]) -> bool:
-    """Whether a certificate with DNS names ``dns_names`` is valid for ``name`` (RFC 6125, as mail
-    clients check it): equal ignoring case, or ``*.rest`` standing for exactly one whole left-most
-    label. No partial-label wildcards, no fallback to the subject CN."""
-    host = name.lower().rstrip(".")
-    label, _, parent = host.partition(".")
-    for raw in dns_names:
-        pattern = raw.lower().rstrip(".")
-        if pattern == host:
-            return True
-        if pattern.startswith("*.") and label and label != "*" and parent and pattern[2:] == parent:
-            return True
-    return False
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -320,10 +297,10 @@ class _Run:
 
     def served(self, handshake: probe.Handshake) -> Served:
         """Parse each distinct served leaf once (10,000 names usually get a few dozen leaves)."""
-        fingerprint = hashlib.sha256(handshake.leaf).hexdigest()
-        info = self.certs.get(fingerprint)
+        leaf = fingerprint(handshake.leaf)
+        info = self.certs.get(leaf)
         if info is None:
-            info = self.certs.setdefault(fingerprint, cert_info(handshake.leaf))
+            info = self.certs.setdefault(leaf, cert_info(handshake.leaf))
         return Served(info, handshake.protocol, handshake.chain_error)
 
     def default(self, port: Port) -> Tuple[Default, Optional[Tuple[str, str]]]:
@@ -375,7 +352,7 @@ class _Run:
         if served.chain_error is not None:
             problems.append(CHAIN_NOT_VERIFIED)
             notes.append(f"chain does not verify: {served.chain_error}")
-        hostname_ok = hostname_matches(sni, cert.dns_names)
+        hostname_ok = covered_by(sni, cert.dns_names)
         if not hostname_ok:
             problems.append(HOSTNAME_MISMATCH)
             shown = ", ".join(cert.dns_names[:3]) + (", ..." if len(cert.dns_names) > 3 else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import logging
 import os
 import re
@@ -513,6 +514,20 @@ class Dovecot(Daemon[DovecotRecord]):
             fsutil.remove_quietly(self.dropin)
         else:
             fsutil.atomic_write(self.dropin, previous, mode=0o644)
+
+    def keep(self, directory: str, record: DovecotRecord) -> None:
+        kept = fsutil.snapshot(self.dropin, os.path.join(directory, "dovecot-dropin"))
+        fsutil.atomic_write(os.path.join(directory, "dovecot.json"), json.dumps({"dropin": kept}).encode())
+
+    def put_back(self, directory: str) -> None:
+        where = os.path.join(directory, "dovecot.json")
+        try:
+            kept = bool(json.loads(fsutil.read_or_none(where) or b"")["dropin"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MisconfiguredError(
+                f"cannot restore the previous Dovecot drop-in from {where}: {exc}"
+            ) from None
+        self.restore(fsutil.read_or_none(os.path.join(directory, "dovecot-dropin")) if kept else None)
 
     def check_config(self) -> None:
         self.validate()

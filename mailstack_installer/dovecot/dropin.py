@@ -48,7 +48,7 @@ def sections(plan: Plan, syntax: str) -> Tuple[List[Block], List[Block]]:
     section the order does not matter (a name is in one block), and blocks are in lineage order.
     """
     groups: Dict[Tuple[str, ...], Tuple[Serving, List[str]]] = {}
-    for name, serving in plan.served():  # exact names sorted, then wildcards sorted
+    for name, serving in plan.files_by_name():  # exact names sorted, then wildcards sorted
         # Keyed by lineage ids (strings hash once and for all; CertFiles hash on every lookup).
         ids = (serving[0].lineage_id,) if len(serving) == 1 else tuple(f.lineage_id for f in serving)
         group = groups.get(ids)
@@ -90,7 +90,7 @@ def _blocks_of(plan: Plan, lineage_ids: Set[str], syntax: str) -> Tuple[List[Blo
             if name in seen:
                 continue
             seen.add(name)
-            serving = plan.served_of(name)
+            serving = plan.files_of(name)
             groups.setdefault(tuple(f.lineage_id for f in serving), (serving, []))[1].append(name)
     ordered = [(serving, sorted(names, key=exact_first)) for serving, names in groups.values()]
     return _group_blocks(ordered, syntax)
@@ -102,7 +102,7 @@ def _partners(plan: Plan, lineage_ids: Set[str]) -> Set[str]:
     for lid in lineage_ids:
         lineage = plan.lineages.get(lid)
         for name in lineage.names if lineage is not None else ():
-            found.update(files.lineage_id for files in plan.served_of(name))
+            found.update(files.lineage_id for files in plan.files_of(name))
     return found
 
 

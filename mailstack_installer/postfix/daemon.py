@@ -10,6 +10,7 @@ looked up in the candidate table before it replaces the live one.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import re
@@ -179,6 +180,41 @@ class Postfix(Daemon[PostfixRecord]):
 
     def after_restore(self) -> None:
         self.rebuild_live()
+
+    def keep(self, directory: str, record: PostfixRecord) -> None:
+        """The map's sources (their tables are rebuilt from them), ``tls_server_sni_maps`` and
+        ``smtpd_tls_chain_files``."""
+        sources = []
+        for index, source in enumerate(Layout(self.settings.postfix_map, record.tables).sources()):
+            label = f"postfix-map.{index}"
+            sources.append(
+                [source, label if fsutil.snapshot(source, os.path.join(directory, label)) else None]
+            )
+        kept = {"sources": sources, "sni_maps": self.sni_maps(), "default_chain": self.default_chain()}
+        fsutil.atomic_write(os.path.join(directory, "postfix.json"), json.dumps(kept).encode())
+
+    def put_back(self, directory: str) -> None:
+        where = os.path.join(directory, "postfix.json")
+        try:
+            kept = json.loads(fsutil.read_or_none(where) or b"")
+            sources = [(str(source), label) for source, label in kept["sources"]]
+            sni_maps, chain = str(kept["sni_maps"]), str(kept["default_chain"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise MisconfiguredError(f"cannot restore the previous Postfix map from {where}: {exc}") from None
+        for source, label in sources:
+            saved = fsutil.read_or_none(os.path.join(directory, label)) if label else None
+            if saved is None:
+                fsutil.remove_quietly(source)
+            else:
+                fsutil.atomic_write(source, saved, mode=0o600)
+        self.set_sni_maps(sni_maps)
+        if not sni_maps:
+            for source, _ in sources:
+                for suffix in set(MAP_SUFFIXES.values()):
+                    fsutil.remove_quietly(source + suffix)
+        self.remove_tables_except([source for source, _ in sources])  # a split made since
+        if not same_chain(chain, self.default_chain()):
+            self.set_default_chain(chain)
 
     def own_name(self) -> str:
         """``myhostname``: the name whose lineage becomes the default certificate unless one is
@@ -467,14 +503,14 @@ class Postfix(Daemon[PostfixRecord]):
         for lid in changed:
             lineage = plan.lineages.get(lid)
             if lineage is not None and lineage.names:
-                index = candidate.layout.index_of(plan.served_of(lineage.names[0]))
+                index = candidate.layout.index_of(plan.files_of(lineage.names[0]))
                 if index in built:
                     keys.setdefault(index, {}).setdefault(map_key(lineage.names[0]), []).append(lineage)
         for index, by_key in keys.items():
             decoded = self._lookup(built[index], list(by_key), decode=True)
             for key, checked in by_key.items():
                 self._check_entry(
-                    key, decoded.get(key, "").encode(), plan.serving_of(checked[0].names[0]), checked
+                    key, decoded.get(key, "").encode(), plan.lineages_of(checked[0].names[0]), checked
                 )
 
     @staticmethod

@@ -101,7 +101,7 @@ def render_tables(plan: Plan, layout: Layout, only: Sequence[int] = ()) -> Dict[
     fullchain-file [key-file fullchain-file]`` per line, exact names first, each group sorted."""
     wanted = set(only) if only else set(range(layout.count))
     lines: Dict[int, List[str]] = {index: [f"# {HEADER}\n"] for index in wanted}
-    for name, serving in plan.served():
+    for name, serving in plan.files_by_name():
         index = layout.index_of(serving)
         if index in wanted:
             lines[index].append(map_line(map_key(name), serving))
@@ -125,7 +125,7 @@ def table_edits(before: Plan, after: Plan, changed: Sequence[str], layout: Layou
             touched.update(lineage.names if lineage is not None else ())
     edits: Dict[int, Edits] = {}
     for name in sorted(touched, key=exact_first):
-        new, old_serving = after.served_of(name), before.served_of(name)
+        new, old_serving = after.files_of(name), before.files_of(name)
         key = map_key(name)
         into = layout.index_of(new) if new else None
         was = layout.index_of(old_serving) if old_serving else None
@@ -212,7 +212,7 @@ def decide_default(current: str, before: Optional[str], default: Serving, served
     if before is None:
         return DefaultChain(current, None, None)
     ours = [chain_value(lineage.files) for lineage in served.lineages.values()]
-    ours += {chain_value(serving) for _, serving in served.served() if len(serving) > 1}
+    ours += {chain_value(serving) for _, serving in served.files_by_name() if len(serving) > 1}
     if not any(same_chain(current, value) for value in ours):
         return DefaultChain(current, None, None)  # changed by hand: left as it is, and forgotten
     if same_chain(current, before):

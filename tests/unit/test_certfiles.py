@@ -3,7 +3,7 @@ import pytest
 from mailstack_installer.certfiles import check_files
 from mailstack_installer.errors import InputError
 from mailstack_installer.model import CertFiles
-from mailstack_installer.pipeline import covers
+from mailstack_installer.names import covered_by
 
 from .helpers import make_issued_lineage, make_lineage
 
@@ -54,11 +54,11 @@ def test_broken_files_get_one_line_naming_the_file(tmp_path, breakage, message):
 
 def test_wildcard_covers_exactly_one_label():
     sans = ["a.test", "*.a.test"]
-    assert covers(sans, "mail.a.test")
-    assert covers(sans, "a.test")
-    assert not covers(sans, "x.mail.a.test")
-    assert not covers(sans, "b.test")
-    assert covers(sans, "*.a.test")
+    assert covered_by("mail.a.test", sans)
+    assert covered_by("a.test", sans)
+    assert not covered_by("x.mail.a.test", sans)
+    assert not covered_by("b.test", sans)
+    assert covered_by("*.a.test", sans)
 
 
 def test_issued_leaf_with_its_issuer_passes(tmp_path):

@@ -38,28 +38,28 @@ OTHER = Lineage(files("other"), ("other.test",))
 
 def test_the_lineage_mapping_the_name_itself_is_chosen_over_a_covering_wildcard():
     plan = plan_of(WILD, HOST, OTHER)
-    assert default_files(plan, "mail.example.test") == HOST.files
-    assert default_files(plan, "imap.example.test") == WILD.files
+    assert default_files(plan, "mail.example.test") == (HOST.files,)
+    assert default_files(plan, "imap.example.test") == (WILD.files,)
 
 
 def test_a_wildcard_covers_one_label_only_and_not_its_parent():
     plan = plan_of(WILD, OTHER)
-    assert default_files(plan, "a.b.example.test") is None
-    assert default_files(plan, "example.test") is None
+    assert default_files(plan, "a.b.example.test") == ()
+    assert default_files(plan, "example.test") == ()
 
 
 def test_no_name_or_an_unmapped_name_gives_no_default():
     plan = plan_of(HOST, OTHER)
-    assert default_files(plan, "") is None
-    assert default_files(plan, "mail.elsewhere.test") is None
-    assert default_files(Plan(), "mail.example.test") is None
+    assert default_files(plan, "") == ()
+    assert default_files(plan, "mail.elsewhere.test") == ()
+    assert default_files(Plan(), "mail.example.test") == ()
 
 
 def test_the_default_follows_the_name_when_another_lineage_takes_it():
     newer = Lineage(files("newer"), ("mail.example.test",))
     plan = plan_of(HOST, newer)
-    assert default_files(plan, "mail.example.test") == newer.files
-    assert default_files(plan, "example.test") == HOST.files
+    assert default_files(plan, "mail.example.test") == (newer.files,)
+    assert default_files(plan, "example.test") == (HOST.files,)
 
 
 # -- rendering --------------------------------------------------------------------------------------

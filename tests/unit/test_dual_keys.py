@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from mailstack_installer import certfiles
 from mailstack_installer.dovecot.dropin import block_count, parse_dropin, render_dropin
 from mailstack_installer.model import CertFiles, Lineage, Plan
-from mailstack_installer.pipeline import _typed, default_files, default_serving
+from mailstack_installer.pipeline import _typed, default_files
 from mailstack_installer.postfix.mapfile import chain_value, entry_changes, parse_source, render_map
 from mailstack_installer.state import State
 from mailstack_installer.verify import select
@@ -42,7 +42,7 @@ def test_an_rsa_and_an_ecdsa_lineage_both_keep_their_names_and_ecdsa_is_primary(
     plan = Plan().with_lineages([RSA]).with_lineage(EC)
     assert plan.lineages["/le/live/a-rsa"].names == RSA.names
     assert plan.lineages["/le/live/a-ec"].names == EC.names
-    assert dict(plan.served())["mail.a.test"] == (EC.files, RSA.files)
+    assert dict(plan.files_by_name())["mail.a.test"] == (EC.files, RSA.files)
     assert plan.names() == ["a.test", "mail.a.test", "*.a.test"]  # each name once
     assert plan.dual_names() == {"a.test", "mail.a.test", "*.a.test"}
 
@@ -52,8 +52,8 @@ def test_a_lineage_takes_a_name_only_from_one_of_the_same_key_type():
     plan = Plan().with_lineages([RSA, EC]).with_lineage(newer_rsa)
     assert plan.lineages["/le/live/a-rsa"].names == ("a.test", "*.a.test")
     assert plan.lineages["/le/live/a-ec"].names == EC.names
-    assert dict(plan.served())["mail.a.test"] == (EC.files, newer_rsa.files)
-    assert dict(plan.served())["a.test"] == (EC.files, RSA.files)
+    assert dict(plan.files_by_name())["mail.a.test"] == (EC.files, newer_rsa.files)
+    assert dict(plan.files_by_name())["a.test"] == (EC.files, RSA.files)
 
 
 def test_in_one_batch_the_later_of_the_same_type_wins_and_the_other_type_stays():
@@ -61,18 +61,18 @@ def test_in_one_batch_the_later_of_the_same_type_wins_and_the_other_type_stays()
     rsa = lineage("x3", ("m.x.test",), "rsa")
     plan = Plan().with_lineages([first, rsa, second])
     assert sorted(plan.lineages) == ["/le/live/x2", "/le/live/x3"]
-    assert dict(plan.served())["m.x.test"] == (second.files, rsa.files)
+    assert dict(plan.files_by_name())["m.x.test"] == (second.files, rsa.files)
 
 
 def test_other_key_types_and_unknown_types_serve_a_name_alone():
     ed = lineage("ed", ("mail.a.test",), "ed25519")
     plan = Plan().with_lineages([RSA, EC, ed])
-    assert dict(plan.served())["mail.a.test"] == (ed.files,)
+    assert dict(plan.files_by_name())["mail.a.test"] == (ed.files,)
     back = plan.with_lineage(lineage("c-rsa", ("mail.a.test",), "rsa"))  # takes it from the Ed25519 one
-    assert dict(back.served())["mail.a.test"] == (files("c-rsa"),)
+    assert dict(back.files_by_name())["mail.a.test"] == (files("c-rsa"),)
     unknown = Lineage(files("old"), ("mail.a.test",), "d")  # "" = state from before key types
-    assert dict(Plan().with_lineages([RSA, EC, unknown]).served())["mail.a.test"] == (unknown.files,)
-    assert dict(Plan().with_lineages([unknown, EC]).served())["mail.a.test"] == (EC.files,)
+    assert dict(Plan().with_lineages([RSA, EC, unknown]).files_by_name())["mail.a.test"] == (unknown.files,)
+    assert dict(Plan().with_lineages([unknown, EC]).files_by_name())["mail.a.test"] == (EC.files,)
 
 
 def test_an_unknown_type_is_read_from_the_key_file_only_when_it_shares_a_name(tmp_path: Path):
@@ -83,8 +83,8 @@ def test_an_unknown_type_is_read_from_the_key_file_only_when_it_shares_a_name(tm
     typed = _typed(plan, [EC])
     assert typed.lineages[old.id].key_type == "rsa"
     assert typed.lineages[elsewhere.id].key_type == ""  # not asked: its key is never read
-    assert dict(typed.with_lineage(EC).served())["mail.a.test"] == (EC.files, old.files)
-    assert dict(plan.with_lineage(EC).served())["mail.a.test"] == (EC.files,)  # untyped: taken
+    assert dict(typed.with_lineage(EC).files_by_name())["mail.a.test"] == (EC.files, old.files)
+    assert dict(plan.with_lineage(EC).files_by_name())["mail.a.test"] == (EC.files,)  # untyped: taken
 
 
 # -- rendering ---------------------------------------------------------------------------------------
@@ -153,9 +153,9 @@ def test_dovecot_24_one_name_per_block_wildcards_first_with_alt_files():
 def test_a_dual_default_serves_both_and_one_lineage_blocks_do_not_inherit_its_alternative():
     single = lineage("b", ("b.test",), "rsa")
     plan = Plan().with_lineages([RSA, EC, single])
-    default = default_serving(plan, "mail.a.test")
-    assert default == (EC.files, RSA.files) and default_files(plan, "mail.a.test") == EC.files
-    assert default_serving(plan, "imap.a.test") == (EC.files, RSA.files)  # through the wildcard
+    default = default_files(plan, "mail.a.test")
+    assert default == (EC.files, RSA.files) and default_files(plan, "mail.a.test")[0] == EC.files
+    assert default_files(plan, "imap.a.test") == (EC.files, RSA.files)  # through the wildcard
     assert chain_value(default) == (
         "/le/live/a-ec/privkey.pem, /le/live/a-ec/fullchain.pem, "
         "/le/live/a-rsa/privkey.pem, /le/live/a-rsa/fullchain.pem"

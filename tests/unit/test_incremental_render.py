@@ -23,7 +23,7 @@ from mailstack_installer.dovecot import dropin as dropin_module
 from mailstack_installer.dovecot.dropin import render_dropin
 from mailstack_installer.fsutil import text_digest
 from mailstack_installer.model import CertFiles, Lineage, Plan, slots
-from mailstack_installer.pipeline import default_serving
+from mailstack_installer.pipeline import default_files
 from mailstack_installer.postfix.mapfile import Layout, edit_source, render_tables, table_edits
 from mailstack_installer.settings import resolve
 
@@ -85,7 +85,7 @@ def test_edited_dropin_serves_what_a_full_rendering_does(
     for _ in range(40):
         after = step(plan, rng)
         changed = [lid for lid, lin in after.lineages.items() if plan.lineages.get(lid) != lin]
-        before_default, default = default_serving(plan, "mail.a.test"), default_serving(after, "mail.a.test")
+        before_default, default = default_files(plan, "mail.a.test"), default_files(after, "mail.a.test")
         written = text_digest(dropin.read_bytes())
 
         rendered = dovecot.render(after, plan, changed, default, before_default, written)
@@ -187,7 +187,7 @@ def test_with_lineages_takes_names_as_the_plain_rule_says_and_indexes_them(seed:
             }.values()
         )
         expected = with_lineages_by_looking_at_every_lineage(plan, incoming)
-        plan.serving_of("mail.a.test")  # builds its name index: the next plan's derives from it
+        plan.lineages_of("mail.a.test")  # builds its name index: the next plan's derives from it
         plan = plan.with_lineages(incoming)
         assert plan == expected
         derived, fresh = plan.__dict__["_by_name"], Plan(plan.lineages)._by_name

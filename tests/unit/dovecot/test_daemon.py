@@ -1,8 +1,10 @@
-"""Validating a candidate never reads the live drop-in, whatever way dovecot.conf includes it.
+"""dovecot/daemon.py: the private copy of the config tree, doveconf's answers, and the config
+process limit step.
+
+Validating a candidate never reads the live drop-in, whatever way dovecot.conf includes it.
 
 At 10,000 blocks a doveconf run that reads the live drop-in takes ~10 s and over 1 GB; a private
-copy of the config tree holds the candidate (or nothing, to ask Dovecot's own settings) instead.
-"""
+copy of the config tree holds the candidate (or nothing, to ask Dovecot's own settings) instead."""
 
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ import pytest
 
 from mailstack_installer.constants import HEADER
 from mailstack_installer.dovecot import Dovecot
+from mailstack_installer.dovecot import daemon as dovecot_module
+from mailstack_installer.dovecot.daemon import doveconf_values
+from mailstack_installer.listeners import first_address
+from mailstack_installer.runner import Result
 from mailstack_installer.settings import resolve
 
 LIVE_BLOCKS = '# {header}\nlocal_name "mail.live.test" {{\n  ssl_cert = </nowhere\n}}\n'
@@ -95,3 +101,56 @@ def test_a_drop_in_outside_the_config_dir_is_validated_in_the_live_tree(tmp_path
 
     with dovecot.settings_conf() as conf:
         assert conf == str(config_dir / "dovecot.conf")
+
+
+def test_doveconf_values_of_either_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2.4 prints nothing for a service limit left unset; 2.3 prints the largest size."""
+    printed = {
+        "2.4": "default_vsz_limit = 256 M\nlisten = * ::\n",
+        "2.3": "service/config/vsz_limit = 18446744073709551615 B\n"
+        "default_vsz_limit = 256 M\nlisten = *, ::\n",
+    }
+    for version, out in printed.items():
+        monkeypatch.setattr(dovecot_module.runner, "run", lambda argv, out=out, **kw: Result(0, out, ""))
+        values = doveconf_values(
+            "/etc/dovecot/dovecot.conf", ["service/config/vsz_limit", "default_vsz_limit", "listen"]
+        )
+        assert values["default_vsz_limit"] == "256 M", version
+        assert first_address(values["listen"]) == "*", version
+        assert values["service/config/vsz_limit"] in ("", "18446744073709551615 B"), version
+
+
+class _Running(dovecot_module.Dovecot):
+    """A Dovecot whose running config process has ``running`` MB and whose live drop-in has
+    ``live`` blocks (no daemon: the decision only)."""
+
+    def __init__(self, running: int, live: int, syntax: str) -> None:
+        self._running, self._live, self._syntax = running, live, syntax
+
+    def is_running(self) -> bool:
+        return True
+
+    def running_limit_mb(self, wait: float) -> int:
+        return self._running
+
+    def current(self) -> bytes:
+        return b"# head\n" + b'\nlocal_name "x" {\n}\n' * self._live
+
+    def syntax(self) -> str:
+        return self._syntax
+
+
+@pytest.mark.parametrize(
+    "running, live, blocks, step",
+    [
+        (2048, 20_000, 20_002, None),  # the running limit holds a reload of both
+        (256, 100, 9_000, "reload"),  # grows past it: raise the limit by reload first
+        (256, 10_000, 10_002, "restart"),  # even a reload of the live blocks does not fit
+    ],
+)
+def test_24_limit_step(running: int, live: int, blocks: int, step: object) -> None:
+    assert _Running(running, live, "2.4").limit_step(2048, blocks) == step
+
+
+def test_no_limit_no_step() -> None:
+    assert _Running(256, 10_000, "2.4").limit_step(None, 20_000) is None

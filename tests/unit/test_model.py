@@ -1,10 +1,5 @@
-"""A plan's lineages read from the state file's rows say what a plain dict of lineages says, and a
-deployment builds only the lineages it asks about.
-
-Random additions, replacements and removals are applied both to Lineages (over rows, as a state
-file is loaded) and to a plain dict; after every step the two must agree on every Mapping
-question, on what changed since any earlier step, and on the rows written back.
-"""
+"""model.py: a plan says which lineage serves each name; its lineages can be read from the state
+file's rows, and a deployment builds only the lineages it asks about."""
 
 from __future__ import annotations
 
@@ -15,7 +10,31 @@ import pytest
 
 from mailstack_installer import state as state_module
 from mailstack_installer.model import CertFiles, Lineage, Lineages, Plan
+from mailstack_installer.postfix.mapfile import render_map
 from mailstack_installer.state import State, StateStore
+
+
+def files(name: str) -> CertFiles:
+    return CertFiles(f"/le/live/{name}/privkey.pem", f"/le/live/{name}/fullchain.pem")
+
+
+def plan_of(*lineages: Lineage) -> Plan:
+    plan = Plan()
+    for lineage in lineages:
+        plan = plan.with_lineage(lineage)
+    return plan
+
+
+def test_name_moves_to_the_lineage_that_claims_it_last():
+    plan = plan_of(Lineage(files("old"), ("mail.a.test", "a.test")), Lineage(files("new"), ("mail.a.test",)))
+    assert plan.lineages["/le/live/old"].names == ("a.test",)
+    assert plan.lineages["/le/live/new"].names == ("mail.a.test",)
+    assert render_map(plan).count("mail.a.test") == 1
+
+
+def test_lineage_left_without_names_disappears():
+    plan = plan_of(Lineage(files("old"), ("mail.a.test",)), Lineage(files("new"), ("mail.a.test",)))
+    assert list(plan.lineages) == ["/le/live/new"]
 
 
 def lineage(index: int, digest: str = "d", key: str = "") -> Lineage:
@@ -100,8 +119,8 @@ def test_a_loaded_plan_saved_again_keeps_its_rows_and_its_changes(tmp_path) -> N
     loaded = store.load()
     assert "/le/live/l5" not in loaded.plan.lineages and "/le/live/l400" in loaded.plan.lineages
     assert len(loaded.plan.lineages) == 300
-    assert loaded.plan.serving_of("mail.l400.test") == (lineage(400),)
-    assert loaded.plan.serving_of("mail.l6.test") == (lineage(6),)
+    assert loaded.plan.lineages_of("mail.l400.test") == (lineage(400),)
+    assert loaded.plan.lineages_of("mail.l6.test") == (lineage(6),)
     # Built: the one asked about, and the dropped one (its names leave the name index); no other.
     assert loaded.plan.lineages._built.keys() == {"/le/live/l5", "/le/live/l6"}
     assert loaded.plan == state.plan
@@ -113,7 +132,7 @@ def test_a_snapshot_parsed_once_is_reused_while_its_bytes_are_the_same(tmp_path)
     StateStore(str(tmp_path)).save(State(plan=plan))
     store = StateStore(str(tmp_path))
     first = store.load()
-    first.plan.serving_of("mail.l1.test")  # builds the name index
+    first.plan.lineages_of("mail.l1.test")  # builds the name index
     first.unconfirmed.add("/le/live/l1")
     first.plan = first.plan.with_lineage(lineage(1, "renewed"))
     store.save(first)  # a journal: the snapshot's bytes stay
@@ -122,10 +141,10 @@ def test_a_snapshot_parsed_once_is_reused_while_its_bytes_are_the_same(tmp_path)
 
     assert second.plan.lineages._rows is first.plan.lineages._rows  # not parsed again
     assert "_by_name" in second.plan.__dict__  # the index derived, not built again
-    assert second.plan.serving_of("mail.l1.test") == (lineage(1, "renewed"),)
+    assert second.plan.lineages_of("mail.l1.test") == (lineage(1, "renewed"),)
     assert second.unconfirmed == {"/le/live/l1"}
     path = tmp_path / "mailstack" / "state.json"
     path.write_bytes(path.read_bytes().replace(b"mail.l2.test", b"mail.l2.tesu"))  # same size
     third = StateStore(str(tmp_path)).load()
     assert third.plan.lineages._rows is not first.plan.lineages._rows
-    assert third.plan.serving_of("mail.l2.tesu") and not third.plan.serving_of("mail.l2.test")
+    assert third.plan.lineages_of("mail.l2.tesu") and not third.plan.lineages_of("mail.l2.test")

@@ -4,8 +4,7 @@
 take plain paths (a ``<`` would put PEM where a path belongs); one name per ``local_name``
 ("Multiple names no longer supported"); the last matching block wins, so wildcards come first.
 2.3: ``ssl_cert = <file`` reads the file; one block may list several names; the first match wins,
-so exact names come first.
-"""
+so exact names come first."""
 
 from __future__ import annotations
 
@@ -16,8 +15,9 @@ from typing import List, Tuple
 import pytest
 
 from mailstack_installer.dovecot import Dovecot
-from mailstack_installer.dovecot.dropin import block_count, render_dropin, required_limit_mb
+from mailstack_installer.dovecot.dropin import block_count, parse_dropin, render_dropin, required_limit_mb
 from mailstack_installer.model import CertFiles, Lineage, Plan
+from mailstack_installer.postfix.mapfile import render_map
 from mailstack_installer.settings import resolve
 
 
@@ -32,6 +32,7 @@ PLAN = Plan().with_lineages(
         Lineage(files("b"), ("x.b.test", "imap.b.test")),
     ]
 )
+
 
 _BLOCK = re.compile(r'^local_name "([^"]*)" \{\n((?:  .*\n)*)\}\n', re.M)
 
@@ -103,3 +104,70 @@ def test_23_lists_a_lineages_names_in_one_block_exact_before_wildcard():
     names = [name for name, _ in blocks(render_dropin(PLAN, "2.3"))]
     assert names == ["a.test mail.a.test", "imap.b.test x.b.test", "*.a.test", "*.b.test"]
     assert block_count(PLAN, "2.3") == 4
+
+
+def plan_of(*lineages: Lineage) -> Plan:
+    plan = Plan()
+    for lineage in lineages:
+        plan = plan.with_lineage(lineage)
+    return plan
+
+
+def test_dovecot_block_per_lineage_with_exact_names_before_any_wildcard():
+    plan = plan_of(
+        Lineage(files("w"), ("*.b.test",)),
+        Lineage(files("a"), ("a.test", "mail.a.test", "*.a.test")),
+        Lineage(files("b"), ("x.b.test",)),
+    )
+    text = render_dropin(plan)
+    heads = [line for line in text.splitlines() if line.startswith("local_name")]
+    assert heads == [
+        'local_name "a.test mail.a.test" {',
+        'local_name "x.b.test" {',
+        'local_name "*.a.test" {',
+        'local_name "*.b.test" {',
+    ]
+    assert "  ssl_cert = </le/live/a/fullchain.pem\n  ssl_key = </le/live/a/privkey.pem\n" in text
+    assert "cert.pem" not in text.replace("fullchain.pem", "")
+
+
+def test_empty_plan_renders_only_headers():
+    assert [line for line in render_map(Plan()).splitlines() if not line.startswith("#")] == []
+    assert "local_name" not in render_dropin(Plan())
+
+
+DUAL_PLAN = Plan().with_lineages(
+    [
+        Lineage(files("a"), ("a.test", "mail.a.test", "*.a.test")),
+        Lineage(files("d-ec"), ("mail.d.test",), key_type="ec"),
+        Lineage(files("d-rsa"), ("mail.d.test",), key_type="rsa"),
+    ]
+)
+
+
+@pytest.mark.parametrize("syntax", ["2.3", "2.4"])
+def test_the_drop_in_reads_back_as_written_in_either_syntax(syntax: str) -> None:
+    text = render_dropin(DUAL_PLAN, syntax, default=files("a"))
+    read = parse_dropin(text)
+    assert read["mail.a.test"] == ["/le/live/a/fullchain.pem"]
+    assert read["*.a.test"] == ["/le/live/a/fullchain.pem"]
+    assert read["mail.d.test"] == ["/le/live/d-ec/fullchain.pem", "/le/live/d-rsa/fullchain.pem"]
+    assert set(read) == {"a.test", "mail.a.test", "*.a.test", "mail.d.test"}
+
+
+def test_an_emptied_alternative_is_not_read_as_a_file() -> None:
+    """Under a dual default a one-lineage block clears the alternative pair (``name =``)."""
+    dual_default = (files("d-ec"), files("d-rsa"))
+    text = render_dropin(DUAL_PLAN, "2.4", default=dual_default)
+    assert "ssl_server_alt_cert_file =\n" in text
+    assert parse_dropin(text)["a.test"] == ["/le/live/a/fullchain.pem"]
+
+
+def test_24_serves_a_name_from_the_last_block_2_3_from_the_first() -> None:
+    blocks24 = (
+        'local_name "x.test" {\n  ssl_server_cert_file = /one\n}\n'
+        'local_name "x.test" {\n  ssl_server_cert_file = /two\n}\n'
+    )
+    blocks23 = 'local_name "x.test" {\n  ssl_cert = </one\n}\nlocal_name "x.test" {\n  ssl_cert = </two\n}\n'
+    assert parse_dropin(blocks24)["x.test"] == ["/two"]
+    assert parse_dropin(blocks23)["x.test"] == ["/one"]
