@@ -6,8 +6,9 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from .errors import CommandError, NotInstalledError
 
@@ -47,11 +48,37 @@ def run(
     check: bool = True,
     discard_stdout: bool = False,
     env: Optional[Dict[str, str]] = None,
+    daemonizes: bool = False,
 ) -> Result:
     """Run ``argv``; with ``check``, a non-zero exit raises CommandError naming the command and its error.
 
     ``discard_stdout`` is for commands whose output holds secrets (``doveconf -x`` prints keys).
+    ``daemonizes`` is for a command that leaves a daemon behind (``dovecot`` starting its master):
+    its output goes to a file, not a pipe, since the daemon may keep the pipe open for good and
+    the run would wait for it until the timeout.
     """
+    if daemonizes:
+        with tempfile.TemporaryFile("w+") as output:
+            result = _run(argv, input_text, timeout, env, stdout=output, stderr=output)
+            output.seek(0)
+            result = Result(result.returncode, output.read(), "")
+    else:
+        stdout = subprocess.DEVNULL if discard_stdout else subprocess.PIPE
+        result = _run(argv, input_text, timeout, env, stdout=stdout, stderr=subprocess.PIPE)
+    if check and result.returncode != 0:
+        detail = last_line(result.stderr) or last_line(result.stdout) or "no error output"
+        raise CommandError(f"{' '.join(argv)} failed (exit {result.returncode}): {detail}")
+    return result
+
+
+def _run(
+    argv: Sequence[str],
+    input_text: Optional[str],
+    timeout: float,
+    env: Optional[Dict[str, str]],
+    stdout: Any,
+    stderr: Any,
+) -> Result:
     program = which(argv[0])
     if program is None:
         raise NotInstalledError(f"{argv[0]} not found (searched {search_path()}): is it installed?")
@@ -61,8 +88,8 @@ def run(
         proc = subprocess.run(
             full,
             input=input_text,
-            stdout=subprocess.DEVNULL if discard_stdout else subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=stdout,
+            stderr=stderr,
             text=True,
             timeout=timeout,
             env=env,
@@ -72,8 +99,4 @@ def run(
         raise CommandError(f"{' '.join(argv)} did not finish within {timeout:.0f} s") from None
     except OSError as exc:
         raise CommandError(f"{' '.join(argv)} could not be started: {exc.strerror}") from None
-    result = Result(proc.returncode, proc.stdout or "", proc.stderr or "")
-    if check and proc.returncode != 0:
-        detail = last_line(result.stderr) or last_line(result.stdout) or "no error output"
-        raise CommandError(f"{' '.join(argv)} failed (exit {proc.returncode}): {detail}")
-    return result
+    return Result(proc.returncode, proc.stdout or "", proc.stderr or "")

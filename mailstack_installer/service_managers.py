@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Type
@@ -204,13 +205,27 @@ class Native(ServiceManager):
             return postfix_reload(self.settings)
         return ["doveadm", "-c", self.settings.dovecot_conf, "reload"]
 
+    #: How long a stopped Dovecot master may take to exit before the new one is started.
+    STOP_TIMEOUT = 60.0
+
     def restart(self, service: str) -> None:
-        """Dovecot has no restart command of its own: stop the master (doveadm waits for it), start it."""
+        """Dovecot has no restart command of its own: stop the master, then start it. ``doveadm
+        stop`` may return while the master is still exiting (seen: up to 5 s on Dovecot 2.3.19),
+        and ``dovecot`` then refuses to start ("already running"): tried again until it is gone."""
         if service != "dovecot":
             super().restart(service)
             return
-        runner.run(["doveadm", "-c", self.settings.dovecot_conf, "stop"])
-        runner.run(["dovecot", "-c", self.settings.dovecot_conf])
+        conf = self.settings.dovecot_conf
+        runner.run(["doveadm", "-c", conf, "stop"])
+        deadline = time.monotonic() + self.STOP_TIMEOUT
+        while True:
+            started = runner.run(["dovecot", "-c", conf], daemonizes=True, check=False)
+            if started.returncode == 0:
+                return
+            if "already running" not in started.stdout or time.monotonic() > deadline:
+                detail = runner.last_line(started.stdout) or "no error output"
+                raise CommandError(f"dovecot -c {conf} failed (exit {started.returncode}): {detail}")
+            time.sleep(0.5)
 
 
 class Command(ServiceManager):
