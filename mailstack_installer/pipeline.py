@@ -281,12 +281,11 @@ class Pipeline:
             settings = self.settings(state)
             held: Held = {}
             try:
-                self._reload(settings, state, outcome, held)
+                state = self._reload(settings, state, outcome, held)
                 self._confirm(settings, state, held, outcome)
             except MisconfiguredError as exc:
                 raise ServiceError(f"{exc}; {self._roll_back(settings, state, outcome, held)}") from None
-            state.unconfirmed.clear()
-            self.store.save(state)
+            self.store.save(replace(state, unconfirmed=frozenset()))
             self.previous.drop()
         return outcome
 
@@ -304,9 +303,10 @@ class Pipeline:
     #: a minute): wait that long before saying the old configuration is not served either.
     ROLLBACK_CONFIRM_TIMEOUT = 70.0
 
-    def _reload(self, settings: Settings, state: State, outcome: Outcome, held: Held) -> None:
-        """Reload each daemon with a pending change; ``held`` gets, per daemon reloaded, its TLS
-        listeners and those that served just before the reload (what it must serve again)."""
+    def _reload(self, settings: Settings, state: State, outcome: Outcome, held: Held) -> State:
+        """Reload each daemon with a pending change, saving the state after each; the state then.
+        ``held`` gets, per daemon reloaded, its TLS listeners and those that served just before the
+        reload (what it must serve again)."""
         manager = service_managers.for_settings(settings)
         daemons = {daemon.service: daemon for daemon in self.daemons(settings)}
         for service in [*settings.services, *sorted(state.pending_reload - set(settings.services))]:
@@ -323,8 +323,9 @@ class Pipeline:
                     held[service] = (found, answering(found))
                 service_managers.reload(manager, service)
                 outcome.reloaded.append(service)
-            state.pending_reload.discard(service)
+            state = replace(state, pending_reload=state.pending_reload - {service})
             self.store.save(state)
+        return state
 
     def _confirm(
         self, settings: Settings, state: State, held: Held, outcome: Outcome, timeout: float = 0.0
@@ -352,8 +353,11 @@ class Pipeline:
         if not self.previous.exists():
             return "no previous configuration was kept to go back to"
         kept_state = self.previous.restore(self.daemons(settings), self.store.files())
-        restored = self.store.load() if kept_state else State(options=state.options)
-        restored.pending_reload, restored.unconfirmed = set(settings.services), set()
+        restored = replace(
+            self.store.load() if kept_state else State(options=state.options),
+            pending_reload=frozenset(settings.services),
+            unconfirmed=frozenset(),
+        )
         self.store.save(restored)
         self.previous.drop()
         again = dict(held)  # judged by what served before the change, not by what serves now
@@ -371,8 +375,7 @@ class Pipeline:
             settings = self.settings(state)
             for daemon in self.daemons(settings):
                 daemon.after_restore()
-            state.pending_reload |= set(settings.services)
-            self.store.save(state)
+            self.store.save(replace(state, pending_reload=state.pending_reload | set(settings.services)))
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -457,7 +460,7 @@ class Pipeline:
             content_changed=content_changed,
             default=default_files(plan, name),
             before_default=default_files(state.plan, name),
-            pending_reload=frozenset(state.pending_reload),
+            pending_reload=state.pending_reload,
             expected_names=expected_names,
         )
         fsutil.remove_stale_temps(self.store.files())

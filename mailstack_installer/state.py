@@ -15,26 +15,28 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from itertools import chain
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple
 
 from . import fsutil
 from .constants import STATE_DIRNAME
 from .dovecot.daemon import DovecotRecord
 from .errors import MisconfiguredError
-from .model import CertFiles, Lineage, Lineages, Plan, lineage_id_of
+from .model import CertFiles, Lineage, Lineages, Plan
 from .postfix.daemon import PostfixRecord
 
 #: 2: lineages as rows (see State.to_json); version 1 files are still read.
 STATE_VERSION = 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class State:
-    options: Dict[str, str] = field(default_factory=dict)
+    """One saved state; never changed (``dataclasses.replace`` makes the next one)."""
+
+    options: Mapping[str, str] = field(default_factory=dict)
     plan: Plan = field(default_factory=Plan)
-    pending_reload: Set[str] = field(default_factory=set)
+    pending_reload: FrozenSet[str] = frozenset()
     #: Lineages changed since the daemons were last confirmed (by handshake) to serve them.
-    unconfirmed: Set[str] = field(default_factory=set)
+    unconfirmed: FrozenSet[str] = frozenset()
     #: What each daemon's last change left, as it needs to know for the next one.
     postfix: PostfixRecord = field(default_factory=PostfixRecord)
     dovecot: DovecotRecord = field(default_factory=DovecotRecord)
@@ -94,8 +96,8 @@ class State:
             return cls(
                 options={str(k): str(v) for k, v in doc.get("options", {}).items()},
                 plan=plan,
-                pending_reload={str(s) for s in doc.get("pending_reload", [])},
-                unconfirmed={str(s) for s in doc.get("unconfirmed", [])},
+                pending_reload=frozenset(str(s) for s in doc.get("pending_reload", [])),
+                unconfirmed=frozenset(str(s) for s in doc.get("unconfirmed", [])),
                 postfix=PostfixRecord(
                     tables=_table_count(doc.get("postfix_tables", 1)),
                     # "postfix_table": the one table's stamp, written before the map could be split.
@@ -158,7 +160,7 @@ def _lineages_from_rows(rows: List[Any]) -> Lineages:
             if type(row) is not list or len(row) < 5 or any(type(f) is not str for f in row)
         )
         raise ValueError(f"lineage entry {str(bad)[:80]} is not [key, fullchain, digest, key type, name...]")
-    return Lineages.from_rows({lineage_id_of(row[1]): row for row in rows})
+    return Lineages.from_rows(rows)
 
 
 def _all_strings(rows: List[List[Any]]) -> bool:
@@ -191,12 +193,6 @@ def _optional_str(value: Any) -> Optional[str]:
 
 #: A journal holds at most this many lineages; a save that changes more writes a snapshot.
 JOURNAL_MAX = 256
-
-#: The snapshot last parsed in this process, by path: (its bytes, the parsed document, its plan).
-#: certbot renews hundreds of lineages in one process (a new installer for each): while the
-#: snapshot's bytes are the same, a run reuses the parse and the plan's name index instead of
-#: reading 10,000 lineages again. Plans are never changed once made, so sharing one is safe.
-_PARSED: Dict[str, Tuple[bytes, Dict[str, Any], Plan]] = {}
 
 
 @dataclass(frozen=True)
@@ -242,7 +238,8 @@ class StateStore:
         self._snapshot = None
         if data is None:
             return State()
-        doc, snapshot = self._parsed(data)
+        doc = _loads(data.decode("utf-8", "replace"), self.path)
+        snapshot = Plan(_lineages_of(doc, self.path))
         generation = doc.get("generation", 0)
         self._snapshot = (fsutil.identity(self.path), generation, snapshot)
         entry = _loads(journal.decode("utf-8", "replace"), self.journal) if journal is not None else None
@@ -255,16 +252,6 @@ class StateStore:
         except (ValueError, KeyError, TypeError) as exc:
             raise _damaged(self.journal, exc) from None
         return State.from_doc(entry, self.journal, plan)  # fields: the journal's
-
-    def _parsed(self, data: bytes) -> Tuple[Dict[str, Any], Plan]:
-        """The parsed snapshot ``data`` and its plan: parsed now, or as when these bytes were last."""
-        cached = _PARSED.get(self.path)
-        if cached is not None and cached[0] == data:
-            return cached[1], cached[2]
-        doc = _loads(data.decode("utf-8", "replace"), self.path)
-        plan = Plan(_lineages_of(doc, self.path))
-        _PARSED[self.path] = (data, doc, plan)
-        return doc, plan
 
     def save(self, state: State) -> None:
         self.commit(self.stage(state))

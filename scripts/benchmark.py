@@ -8,8 +8,8 @@ config process, and how many of the N names Postfix (smtps) and Dovecot (imaps) 
 own certificate, judged by TLS handshakes.
 
 "deploy 1" and "renew 1" run in one process one after another, as certbot's deploy_cert and
-renew_deploy do in one certbot run: the state the first deployment read is reused while unchanged.
-"renew 1 cold" is a renewal that reads the state from disk, as the first deployment of a process.
+renew_deploy do in one certbot run; each reads the state from disk, as each of certbot's installers
+does.
 
 The hosts of every size run side by side, and the one-lineage runs take turns between them, so the
 ratio of two sizes compares runs made under the same conditions (a noisy machine moves both).
@@ -48,7 +48,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from mailstack_installer import hook
-from mailstack_installer import state as state_module
 from mailstack_installer.dovecot.dropin import own_limit_mb
 from mailstack_installer.model import CertFiles
 from mailstack_installer.pipeline import Pipeline, Request
@@ -179,7 +178,7 @@ class Host:
         self.dovecot = DovecotInstance(base / "dc", include=include)
         self.renewed = self.live / "d0"  # renewed in place: a real directory, not the pool's
         self.times: Dict[str, List[float]] = {
-            key: [] for key in ("deploy", "deploy reload", "renew", "renew reload", "renew cold", "hook")
+            key: [] for key in ("deploy", "deploy reload", "renew", "renew reload", "hook")
         }
         self.bulk = self.bulk_reload = 0.0
 
@@ -217,16 +216,10 @@ class Host:
         self.times["deploy reload"].append(timed(self.pipeline.reload_pending))
 
     def renew(self, k: int, issuer: Issuer) -> None:
-        """Renew d0 and redeploy it, as certbot's renew_deploy does in a renew run (the state read
-        by the run's first deployment reused), then reload; then once more as the first deployment
-        of a process (the state read from disk), and reload."""
+        """Renew d0 and redeploy it, as certbot's renew_deploy does in a renew run, then reload."""
         issuer.issue(self.renewed, lineage_name(0))
         self.times["renew"].append(timed(lambda: self.pipeline.refresh(str(self.renewed))))
         self.times["renew reload"].append(timed(self.pipeline.reload_pending))
-        issuer.issue(self.renewed, lineage_name(0))
-        state_module._PARSED.clear()  # as in a process of its own
-        self.times["renew cold"].append(timed(lambda: self.pipeline.refresh(str(self.renewed))))
-        self.pipeline.reload_pending()
 
     def hook(self, k: int, issuer: Issuer) -> None:
         """Run the installed deploy hook for d0 renewed, as certbot runs it, then reload."""
@@ -258,7 +251,6 @@ class Host:
             "+ reload ": f"{median['deploy reload']:.2f}",
             "renew 1": f"{median['renew']:.3f}",
             "+ reload  ": f"{median['renew reload']:.2f}",
-            "renew 1 cold": f"{median['renew cold']:.3f}",
             "hook 1": f"{median['hook']:.3f}",
             "config MB peak/rss": memory,
             "vsz_limit": f"{limit}M" if limit else "default",
@@ -372,7 +364,7 @@ def main() -> int:
     print(f"times in seconds (medians of {args.repeat} for the one-lineage columns); "
           f"config MB = Dovecot's config process, peak virtual / resident")  # fmt: skip
     first, last = rows[0], rows[-1]
-    for column in ("deploy 1", "renew 1", "renew 1 cold", "hook 1"):
+    for column in ("deploy 1", "renew 1", "hook 1"):
         ratio = float(last[column]) / float(first[column])
         print(f"{column}: {ratio:.2f}x from N = {first['names']} to N = {last['names']}")
     return 0

@@ -10,6 +10,7 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -615,8 +616,6 @@ def test_status_flags_stale_missing_other_and_expiring(deployed, capsys):
 def test_status_reports_a_pending_reload(deployed, capsys):
     config_dir = deployed[1]
     store = StateStore(str(config_dir))
-    state = store.load()
-    state.pending_reload = {"dovecot"}
-    store.save(state)
+    store.save(replace(store.load(), pending_reload=frozenset({"dovecot"})))
     assert cli.main(["status", "--config-dir", str(config_dir)]) == 1
     assert "pending reload: dovecot" in capsys.readouterr().out

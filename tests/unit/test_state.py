@@ -1,43 +1,17 @@
+"""state.py: what has been deployed, saved as a snapshot and a small journal beside it, private,
+and read back as it is on disk now."""
+
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mailstack_installer.dovecot.daemon import DovecotRecord
-from mailstack_installer.errors import InputError, MisconfiguredError
+from mailstack_installer.errors import MisconfiguredError
 from mailstack_installer.model import CertFiles, Lineage, Plan
-from mailstack_installer.settings import merge_options, resolve
 from mailstack_installer.state import State, StateStore
-
-
-def test_defaults_follow_their_directory():
-    settings = resolve({"postfix-dir": "/srv/pf", "dovecot-dir": "/srv/dc"})
-    assert settings.postfix_map == "/srv/pf/tls_server_sni_maps"
-    assert settings.dovecot_config == "/srv/dc/conf.d/99-mailstack-sni.conf"
-    assert settings.dovecot_conf == "/srv/dc/dovecot.conf"
-    assert settings.services == ("postfix", "dovecot")
-
-
-def test_given_options_override_persisted_ones_and_none_means_unset():
-    merged = merge_options(
-        {"postfix-dir": "/a", "services": "postfix"}, {"postfix-dir": None, "services": "dovecot"}
-    )
-    assert merged == {"postfix-dir": "/a", "services": "dovecot"}
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"services": "postfix,exim"},
-        {"services": ","},
-        {"postfix-map-type": "texthash"},
-        {"postfix-dir": "etc/x"},
-    ],
-)
-def test_bad_options_are_refused_with_the_option_named(options):
-    with pytest.raises(InputError, match="--"):
-        resolve(options)
 
 
 def test_state_round_trips_and_is_private(tmp_path):
@@ -93,8 +67,9 @@ def test_a_save_that_changes_a_few_lineages_writes_the_journal_not_the_snapshot(
     state = store.load()
     renewed = state.plan.lineages["/l/7"]._replace(digest="new")
     gone = "/l/9"
-    state.plan = state.plan.without([gone]).with_lineage(renewed)
-    state.pending_reload = {"postfix"}
+    state = replace(
+        state, plan=state.plan.without([gone]).with_lineage(renewed), pending_reload=frozenset({"postfix"})
+    )
 
     store.save(state)
 
@@ -112,12 +87,12 @@ def test_a_save_that_changes_many_lineages_writes_a_new_snapshot_and_drops_the_j
     store = StateStore(str(tmp_path))
     store.save(State(plan=lineages(10)))
     state = store.load()
-    state.plan = state.plan.with_lineage(state.plan.lineages["/l/1"]._replace(digest="x"))
+    state = replace(state, plan=state.plan.with_lineage(state.plan.lineages["/l/1"]._replace(digest="x")))
     store.save(state)
     assert os.path.exists(store.journal)
     first = json.loads(Path(store.path).read_text())["generation"]
 
-    state.plan = lineages(400, digest="renewed")  # more than a journal holds
+    state = replace(state, plan=lineages(400, digest="renewed"))  # more than a journal holds
     store.save(state)
 
     assert not os.path.exists(store.journal)
@@ -131,10 +106,10 @@ def test_the_journal_of_an_older_snapshot_is_ignored(tmp_path):
     store = StateStore(str(tmp_path))
     store.save(State(plan=lineages(3)))
     state = store.load()
-    state.plan = state.plan.without(["/l/0"])
+    state = replace(state, plan=state.plan.without(["/l/0"]))
     store.save(state)
     stale = Path(store.journal).read_text()
-    state.plan = lineages(400)
+    state = replace(state, plan=lineages(400))
     store.save(state)
     Path(store.journal).write_text(stale)
 
@@ -148,7 +123,7 @@ def test_a_snapshot_replaced_behind_the_stores_back_gets_a_snapshot_not_a_journa
     other = StateStore(str(tmp_path))
     other.save(State(plan=lineages(5)))  # e.g. restored from previous/
 
-    state.plan = state.plan.without(["/l/0"])
+    state = replace(state, plan=state.plan.without(["/l/0"]))
     store.save(state)
 
     assert not os.path.exists(store.journal)
