@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mailstack_installer import fsutil
 from mailstack_installer.certfiles import gone_lineages
 from mailstack_installer.dovecot import Dovecot
 from mailstack_installer.dovecot.dropin import render_dropin
@@ -56,19 +55,6 @@ def test_gone_keeps_lineages_being_deployed_and_those_under_an_unlistable_parent
     assert gone_lineages(plan, {fresh.id}) == {elsewhere.id}  # the unlistable one is looked up: gone
 
 
-def test_snapshot_keeps_the_old_content_when_the_file_is_replaced(tmp_path: Path) -> None:
-    live, kept = tmp_path / "map", tmp_path / "kept"
-    live.write_bytes(b"old")
-    os.chmod(live, 0o600)
-
-    assert fsutil.snapshot(str(live), str(kept))
-    fsutil.atomic_write(str(live), b"new")
-
-    assert kept.read_bytes() == b"old"
-    assert kept.stat().st_mode & 0o077 == 0
-    assert not fsutil.snapshot(str(tmp_path / "absent"), str(tmp_path / "nothing"))
-
-
 def one(name: str) -> Lineage:
     files = CertFiles(f"/le/live/{name}/privkey.pem", f"/le/live/{name}/fullchain.pem")
     return Lineage(files, (f"mail.{name}.test",), "d")
@@ -92,18 +78,6 @@ def test_dropin_recognised_by_its_recorded_digest_validates_only_the_change(tmp_
     assert rendered.check_text == rendered.text
 
 
-def test_copy_private_copies_every_byte_into_a_private_file(tmp_path: Path) -> None:
-    src, dst = tmp_path / "table.db", tmp_path / "candidate.db"
-    data = os.urandom(3 << 20) + b"tail"
-    src.write_bytes(data)
-    os.chmod(src, 0o644)
-
-    fsutil.copy_private(str(src), str(dst))
-
-    assert dst.read_bytes() == data
-    assert dst.stat().st_mode & 0o777 == 0o600
-
-
 def test_a_run_pauses_the_cyclic_collector_and_always_restores_it(tmp_path: Path) -> None:
     pipeline = Pipeline(str(tmp_path))
     assert gc.isenabled()
@@ -120,17 +94,6 @@ def test_a_run_pauses_the_cyclic_collector_and_always_restores_it(tmp_path: Path
         assert not gc.isenabled()  # left off when the caller had turned it off
     finally:
         gc.enable()
-
-
-def test_stale_temps_of_the_given_files_are_removed_with_one_listing(tmp_path: Path) -> None:
-    left = [".map.k3x9q.mailstack-tmp", ".map.k3x9q.mailstack-tmp.db", ".map.03.a1b2.mailstack-tmp.lmdb-lock"]
-    kept = ["map", "map.03", ".other.a1b2.mailstack-tmp", ".map.bak", "notes.mailstack-tmp"]
-    for name in left + kept:
-        (tmp_path / name).write_text("x")
-
-    fsutil.remove_stale_temps([str(tmp_path / "map"), str(tmp_path / "map.03"), str(tmp_path / "gone" / "x")])
-
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
 
 def test_gone_finds_deleted_lineages_under_several_parents(tmp_path: Path) -> None:
