@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar, FrozenSet, Generic, List, Tuple, TypeVar
+from typing import ClassVar, FrozenSet, Generic, List, Optional, Tuple, TypeVar
 
 from .listeners import Listener
 from .model import Plan, Serving
@@ -37,8 +37,10 @@ class Change:
     before_default: Serving
     #: The daemons that have a reload pending from an earlier change.
     pending_reload: FrozenSet[str]
-    #: How many names the plan is about to grow to (a bulk import in batches), 0 if not known.
-    expected_names: int = 0
+    #: The plan a bulk import in batches is heading to (None: ``after`` is all there is): the map's
+    #: tables and Dovecot's memory limit are sized for it from the first batch on, so that neither
+    #: grows in steps on the way (a split rebuilds every table; a limit raised late needs a restart).
+    goal: Optional[Plan] = None
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ class Pipeline:
         return outcome
 
     #: Lineages applied at once by a bulk import: each batch is one candidate, validation and swap.
-    IMPORT_BATCH = 500
+    IMPORT_BATCH = 1000
 
     def import_lineages(self, lineage_dirs: Sequence[str], progress: Optional[Progress] = None) -> Imported:
         """Map every DNS name of each lineage (certbot's ``live/<name>``): the bulk import.
@@ -171,6 +171,7 @@ class Pipeline:
             state = self.store.load()
             options, settings = self._resolved(state)
             pairs: List[Tuple[Request, CheckedFiles]] = []
+            incoming: List[Lineage] = []
             for done, lineage_dir in enumerate(lineage_dirs, 1):
                 files = CertFiles(
                     os.path.join(lineage_dir, "privkey.pem"), os.path.join(lineage_dir, "fullchain.pem")
@@ -180,20 +181,16 @@ class Pipeline:
                     if not checked.dns_names:
                         raise InputError(f"{files.fullchain} names no DNS name to map")
                     request = Request(checked.files, checked.dns_names)
-                    self._lineage(request, checked, None)  # refuses names that cannot be mapped
+                    incoming.append(self._lineage(request, checked, None))  # refuses bad names
                     pairs.append((request, checked))
                 except MailstackError as exc:
                     result.failed.append((lineage_dir, str(exc)))
                 report("checking", done, len(lineage_dirs))
-            # The map's tables for the size the import ends at, from the first batch on: else the
-            # map is split again (a full rebuild) each time it doubles on the way.
-            expected = state.plan.name_count() + sum(len(request.names) for request, _ in pairs)
+            goal = state.plan.with_lineages(incoming)  # what the daemons are sized for (Change.goal)
             for start in range(0, len(pairs), self.IMPORT_BATCH):
                 batch = pairs[start : start + self.IMPORT_BATCH]
                 try:
-                    state = self._deploy_checked(
-                        state, settings, options, batch, None, result.outcome, expected
-                    )
+                    state = self._deploy_checked(state, settings, options, batch, None, result.outcome, goal)
                 except ServiceError as exc:  # the daemon's fault, not a lineage's: trying each cannot
                     # help; the batches before are on disk, not served: back to what is served
                     back = (
@@ -204,7 +201,7 @@ class Pipeline:
                     for pair in batch:
                         try:
                             state = self._deploy_checked(
-                                state, settings, options, [pair], None, result.outcome, expected
+                                state, settings, options, [pair], None, result.outcome, goal
                             )
                         except MailstackError as exc:
                             result.failed.append((os.path.dirname(pair[0].files.fullchain), str(exc)))
@@ -392,7 +389,7 @@ class Pipeline:
         pairs: Sequence[Tuple[Request, CheckedFiles]],
         checkpoint: Optional[Checkpoint],
         outcome: Outcome,
-        expected_names: int = 0,
+        goal: Optional[Plan] = None,
     ) -> State:
         """Apply the checked requests to ``state``; the new state."""
         lineages = [
@@ -405,9 +402,7 @@ class Pipeline:
         )
         plan = _typed(state.plan, lineages).with_lineages(lineages)
         plan = self._prune(plan, {lin.id for lin in lineages}, outcome)
-        return self._apply(
-            state, settings, options, plan, content_changed, checkpoint, outcome, expected_names
-        )
+        return self._apply(state, settings, options, plan, content_changed, checkpoint, outcome, goal)
 
     @staticmethod
     def _lineage(request: Request, checked: CheckedFiles, known: Optional[Lineage]) -> Lineage:
@@ -443,13 +438,13 @@ class Pipeline:
         content_changed: bool,
         checkpoint: Optional[Checkpoint],
         outcome: Outcome,
-        expected_names: int = 0,
+        goal: Optional[Plan] = None,
     ) -> State:
         """Make the daemons serve ``plan``; the new state. Each daemon prepares its part (candidate
         beside the live files, validated); then the previous configuration is kept, the new state
         staged (a full disk fails here), each part swapped in, and the state committed. A failure
-        anywhere undoes every step taken, in reverse order. ``expected_names``: how many names the
-        plan is about to grow to (a bulk import), for the map's layout."""
+        anywhere undoes every step taken, in reverse order. ``goal``: the plan a bulk import is
+        heading to (Change.goal)."""
         daemons = self.daemons(settings)
         changed, _dropped = plan.lineages.changes_from(state.plan.lineages)
         name = default_name(settings, daemons)
@@ -461,7 +456,7 @@ class Pipeline:
             default=default_files(plan, name),
             before_default=default_files(state.plan, name),
             pending_reload=state.pending_reload,
-            expected_names=expected_names,
+            goal=goal,
         )
         fsutil.remove_stale_temps(self.store.files())
         with Transaction() as undo:

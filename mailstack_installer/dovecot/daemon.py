@@ -196,8 +196,15 @@ class Dovecot(Daemon[DovecotRecord]):
         Dovecot reloads for renewed files even when the drop-in stays the same (it reads them on
         reload)."""
         fsutil.remove_stale_temps([self.dropin])
+        goal_blocks = block_count(change.goal, self.syntax()) if change.goal is not None else 0
         rendered = self.render(
-            change.after, change.before, change.changed, change.default, change.before_default, record.dropin
+            change.after,
+            change.before,
+            change.changed,
+            change.default,
+            change.before_default,
+            record.dropin,
+            goal_blocks,
         )
         new = DovecotRecord(text_digest(rendered.text.encode()))
         if self.current() == rendered.text.encode():
@@ -291,6 +298,7 @@ class Dovecot(Daemon[DovecotRecord]):
         default: Union[CertFiles, Serving, None] = None,
         before_default: Union[CertFiles, Serving, None] = None,
         written: str = "",
+        goal_blocks: int = 0,
     ) -> Rendered:
         """The new drop-in, and the part of it to validate: when the live drop-in is what this
         package wrote for ``before`` (and ``before_default``), only the default certificate, the
@@ -298,7 +306,8 @@ class Dovecot(Daemon[DovecotRecord]):
         written), so one lineage costs the same at any size; otherwise all of it.
 
         ``written`` is the digest (text_digest) of the drop-in this package last wrote: equal to the
-        live file's, it proves the file unchanged without rendering ``before`` again.
+        live file's, it proves the file unchanged without rendering ``before`` again. The memory
+        limit is sized for ``goal_blocks`` blocks when a bulk import is heading there (Change.goal).
         """
         syntax = self.syntax()
         current = self.current()
@@ -314,11 +323,11 @@ class Dovecot(Daemon[DovecotRecord]):
         if spliced is None:
             exact, wild = sections(plan, syntax)
             blocks = len(exact) + len(wild)
-            limit = self._limit_for(syntax, blocks, live_limit)
+            limit = self._limit_for(syntax, max(blocks, goal_blocks), live_limit)
             new_text = render_blocks(exact, wild, syntax, limit, default)
         else:
             body, blocks = spliced
-            limit = self._limit_for(syntax, blocks, live_limit)
+            limit = self._limit_for(syntax, max(blocks, goal_blocks), live_limit)
             new_text = render_head(syntax, limit, default) + body
         if not ours:
             return Rendered(new_text, new_text, limit, blocks, live_limit)
@@ -371,11 +380,12 @@ class Dovecot(Daemon[DovecotRecord]):
 
     def limit_step(self, new_limit: Optional[int], blocks: int) -> Optional[str]:
         """How the running config process gets ``new_limit`` before the drop-in grows to ``blocks``
-        blocks: None (not needed), "reload" (the running process parses the live blocks again under
-        its own limit and passes the new one on), or "restart" (a reload of the live blocks would
-        not fit under the running limit: only a new master starts the config process with the
-        new one). The running limit is read from the process; the files may hold a larger one
-        not yet reloaded."""
+        blocks: None (it has it, or does not need it yet), "reload" (the running process parses the
+        live blocks again under its own limit and passes the new one on: done as soon as the limit
+        is raised, while the live blocks are few and a reload is cheap and fits), or "restart" (a
+        reload of the live blocks would not fit under the running limit: only a new master starts
+        the config process with the new one). The running limit is read from the process; the
+        files may hold a larger one not yet reloaded."""
         if new_limit is None or not self.is_running():
             return None
         running = self.running_limit_mb(wait=3.0)
@@ -383,11 +393,13 @@ class Dovecot(Daemon[DovecotRecord]):
             running = own_limit_mb(self.current()) or self.base_limit_mb() or 0
             if running == 0:
                 return None
+        if running >= new_limit:
+            return None
         syntax = self.syntax()
         live = (self.current() or b"").count(b'\nlocal_name "')
-        if required_limit_mb(live + blocks, syntax) <= running:
-            return None
-        return "reload" if required_limit_mb(2 * live, syntax) <= running else "restart"
+        if required_limit_mb(2 * live, syntax) <= running:
+            return "reload"
+        return None if required_limit_mb(live + blocks, syntax) <= running else "restart"
 
     def running_limit_mb(self, wait: float) -> Optional[int]:
         """The address-space limit (MB) of the running config process, or None if unknown.

@@ -9,6 +9,8 @@ looked up in the candidate table before it replaces the live one.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import glob
 import json
 import logging
@@ -119,7 +121,7 @@ class Postfix(Daemon[PostfixRecord]):
         """The tables that change, compiled and checked beside the live ones, and the default
         certificate's value; the map is split into more tables as the plan grows."""
         before_layout = Layout(self.settings.postfix_map, record.tables)
-        names = max(change.after.name_count(), change.expected_names)
+        names = max(change.after.name_count(), change.goal.name_count() if change.goal else 0)
         count = tables_for(names, record.tables, self.settings.postfix_map_tables)
         layout = Layout(self.settings.postfix_map, count)
         paths = {*before_layout.sources(), *layout.sources()}
@@ -412,13 +414,14 @@ class Postfix(Daemon[PostfixRecord]):
         edited, so one lineage costs the same on a host of 10,000 names as on one of 10; otherwise
         the table is compiled from its source. Either way each written key is looked up, and for
         each lineage id in ``changed`` one entry is decoded and compared with the digest of the
-        files that were checked (postmap stores whatever it finds).
+        files that were checked (postmap stores whatever it finds): one lookup per table.
         """
         self.check_parameter(layout)
         sources = layout.sources()
         for source in sources:
             fsutil.check_owned(source, "--postfix-map")
         kind = self.map_type()
+        content = _content_keys(plan, layout, changed)
         tables: List[Table] = []
         try:
             for index, text in sorted(texts.items()):
@@ -438,9 +441,8 @@ class Postfix(Daemon[PostfixRecord]):
                     warnings = result.stderr
                     keys = [line.split(" ", 1)[0] for line in text.splitlines() if line and line[0] != "#"]
                 os.chmod(table.table, 0o600)  # postmap copies the source's mode; keys must stay private
-                self._check_keys(table, keys, warnings)
+                self._check_table(table, keys, warnings, plan, content.get(index, {}))
             candidate = Candidate(layout, tuple(tables))
-            self._check_content(candidate, plan, changed)
         except BaseException:
             self.discard(Candidate(layout, tuple(tables)))
             raise
@@ -459,59 +461,46 @@ class Postfix(Daemon[PostfixRecord]):
             warnings += runner.run(cmd, input_text=lines).stderr
         return warnings
 
-    def _lookup(self, table: Table, keys: Sequence[str], decode: bool = False) -> Dict[str, str]:
-        """key -> value for each of ``keys`` found in the candidate table (one postmap run)."""
+    def _lookup(self, table: Table, keys: Sequence[str]) -> Dict[str, str]:
+        """key -> value as stored (base64 of the files' joined contents, ``postmap -F``) for each
+        of ``keys`` found in the candidate table: one postmap run."""
         if not keys:
             return {}
-        flags = ["-F"] if decode else []
         out = runner.run(
-            ["postmap", "-c", self.dir, *flags, "-q", "-", f"{self.map_type()}:{table.source}"],
+            ["postmap", "-c", self.dir, "-q", "-", f"{self.map_type()}:{table.source}"],
             input_text="\n".join(keys) + "\n",
             check=False,
         ).stdout
-        wanted, found, current = set(keys), {}, None
-        for line in out.splitlines(keepends=True):
-            head, tab, rest = line.partition("\t")
-            if tab and head in wanted:  # decoded PEM lines never hold a tab
-                current = head
-                found[current] = rest
-            elif current is not None:
-                found[current] += line
+        found = {}
+        for line in out.splitlines():
+            key, tab, value = line.partition("\t")
+            if tab:
+                found[key] = value
         return found
 
-    def _check_keys(self, table: Table, expected: List[str], warnings: str) -> None:
-        found = self._lookup(table, expected)
-        missing = [key for key in expected if key not in found]
+    def _check_table(
+        self, table: Table, written: List[str], warnings: str, plan: Plan, content: Dict[str, List[Lineage]]
+    ) -> None:
+        """Every key ``written`` is in the table, and each entry in ``content`` holds the files of
+        the lineages listed for it, as they were checked (see _check_entry)."""
+        found = self._lookup(table, [*written, *(key for key in content if key not in written)])
+        missing = [key for key in written if key not in found]
         if missing:
             detail = runner.last_line(warnings) or "no warning from postmap"
             raise MisconfiguredError(
                 f"postmap left {len(missing)} name(s) out of the SNI map (first: {missing[0]}): {detail}"
             )
+        for key, checked in content.items():
+            try:
+                data = base64.b64decode(found.get(key, ""), validate=True)
+            except binascii.Error:
+                data = b""
+            self._check_entry(key, data, plan.lineages_of(checked[0].names[0]), checked)
 
     def _check_absent(self, table: Table, removed: List[str]) -> None:
         left = list(self._lookup(table, removed))
         if left:
             raise MisconfiguredError(f"postmap did not remove {left[0]} from the SNI map: try again")
-
-    def _check_content(self, candidate: Candidate, plan: Plan, changed: Sequence[str]) -> None:
-        """Decode one entry per changed lineage written now and compare it with the digest of the
-        files that were checked. A dual entry holds the ECDSA pair, then the RSA pair: it must hold
-        that many pairs, and the changed lineage's pair at its place (the other's files were
-        checked when that lineage was deployed, as for any entry not written now)."""
-        built = {table.index: table for table in candidate.tables}
-        keys: Dict[int, Dict[str, List[Lineage]]] = {}  # an entry may be checked for both its lineages
-        for lid in changed:
-            lineage = plan.lineages.get(lid)
-            if lineage is not None and lineage.names:
-                index = candidate.layout.index_of(plan.files_of(lineage.names[0]))
-                if index in built:
-                    keys.setdefault(index, {}).setdefault(map_key(lineage.names[0]), []).append(lineage)
-        for index, by_key in keys.items():
-            decoded = self._lookup(built[index], list(by_key), decode=True)
-            for key, checked in by_key.items():
-                self._check_entry(
-                    key, decoded.get(key, "").encode(), plan.lineages_of(checked[0].names[0]), checked
-                )
 
     @staticmethod
     def _check_entry(key: str, data: bytes, lineages: Tuple[Lineage, ...], checked: List[Lineage]) -> None:
@@ -687,3 +676,17 @@ class Postfix(Daemon[PostfixRecord]):
                 if not key.startswith(("#", ".")):
                     names.append(key)
         return names
+
+
+def _content_keys(plan: Plan, layout: Layout, changed: Sequence[str]) -> Dict[int, Dict[str, List[Lineage]]]:
+    """The entries whose content is checked, by table index: one per lineage in ``changed`` (the
+    key of its first name), with the lineages it must hold that were written now. A dual entry
+    holds the ECDSA pair, then the RSA pair; it may be checked for both its lineages (the other's
+    files were checked when that lineage was deployed, as for any entry not written now)."""
+    keys: Dict[int, Dict[str, List[Lineage]]] = {}
+    for lid in changed:
+        lineage = plan.lineages.get(lid)
+        if lineage is not None and lineage.names:
+            index = layout.index_of(plan.files_of(lineage.names[0]))
+            keys.setdefault(index, {}).setdefault(map_key(lineage.names[0]), []).append(lineage)
+    return keys

@@ -145,6 +145,8 @@ class _Running(dovecot_module.Dovecot):
     [
         (2048, 20_000, 20_002, None),  # the running limit holds a reload of both
         (256, 100, 9_000, "reload"),  # grows past it: raise the limit by reload first
+        (256, 100, 150, "reload"),  # not needed yet: raised now, while a reload is cheap
+        (2048, 100, 9_000, None),  # it has the limit already
         (256, 10_000, 10_002, "restart"),  # even a reload of the live blocks does not fit
     ],
 )
