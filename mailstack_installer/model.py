@@ -167,8 +167,12 @@ class Lineages(Mapping[str, Lineage]):
 
     def changes_from(self, before: Lineages) -> Tuple[List[str], List[str]]:
         """(ids of the lineages added or changed since ``before``, ids of those dropped), sorted."""
-        theirs = before._rows
-        changed = [lid for lid, row in self._rows.items() if theirs.get(lid) != row]
+        mine, theirs = self._rows, before._rows
+        # A row that is the very object of ``before`` is unchanged (replaced() copies them by
+        # reference): tested first, that spares comparing 10,000 rows field by field.
+        get = theirs.get
+        differ = [lid for lid, row in mine.items() if get(lid) is not row]
+        changed = [lid for lid in differ if get(lid) != mine[lid]]
         dropped = [lid for lid in theirs if lid not in self._rows]
         return sorted(changed), sorted(dropped)
 
@@ -187,12 +191,7 @@ class Lineages(Mapping[str, Lineage]):
     def keys_apart(self) -> List[Tuple[str, str]]:
         """(id, key path) of the lineages whose key is not in their directory (not certbot's
         layout), read from the rows (no lineage is built)."""
-        return [(lid, row[0]) for lid, row in self._rows.items() if not in_directory(row[0], lid)]
-
-
-def in_directory(path: str, directory: str) -> bool:
-    """Whether ``path`` names a file right in ``directory`` (both absolute and normalised)."""
-    return path.rfind("/") == len(directory) and path.startswith(directory)
+        return [(lid, row[0]) for lid, row in self._rows.items() if row[0].rpartition("/")[0] != lid]
 
 
 class Plan:
@@ -266,7 +265,7 @@ class Plan:
     def dual_names(self) -> Set[str]:
         """Names an ECDSA and an RSA lineage serve side by side: which leaf a client gets depends
         on the key types it accepts, so checks of them ask with a client of one type."""
-        return {name for name, lineages in self.lineages_by_name() if len(lineages) > 1}
+        return {name for name, ids in self._by_name.items() if len(ids) > 1}
 
     def with_lineage(self, lineage: Lineage) -> Plan:
         """A new plan where ``lineage`` is added or replaced and its names are taken from any other

@@ -337,7 +337,7 @@ class Pipeline:
             ).fingerprint
             for lin in sample[: self.CONFIRM_SAMPLE]
         }
-        timeout = max(timeout, self.CONFIRM_TIMEOUT + self.CONFIRM_TIMEOUT_PER_NAME * len(state.plan.names()))
+        timeout = max(timeout, self.CONFIRM_TIMEOUT + self.CONFIRM_TIMEOUT_PER_NAME * state.plan.name_count())
         for service, (found, before) in held.items():
             warning = confirm(service, found, expected, timeout, before)
             if warning:
