@@ -14,12 +14,12 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, List, Optional, TextIO, TypeVar
+from typing import Callable, Dict, List, Optional, TextIO, TypeVar
 
-from . import __version__, hook, probe, status, verify
+from . import __version__, hook, probe, report, status, verify
 from .constants import DEFAULT_CONFIG_DIR
 from .errors import InputError, MailstackError, MisconfiguredError
-from .pipeline import Pipeline
+from .pipeline import Imported, Pipeline
 from .settings import OPTION_HELP, OPTION_NAMES
 from .state import State
 
@@ -62,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bulk.add_argument("--all", action="store_true", help="every lineage under <config-dir>/live")
     bulk.add_argument("--cert-name", action="append", help="the lineage live/<name>; repeatable")
+    bulk.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="change nothing: say per lineage what a deployment would do and which daemons would reload",
+    )
+    bulk.add_argument(
+        "--require-running",
+        action="store_true",
+        help="fail (exit 2) before changing anything if Postfix or Dovecot is not running",
+    )
+    bulk.add_argument(
+        "--json", action="store_true", help="print a JSON document of what was (or would be) done"
+    )
     hook_cmd = sub.add_parser(
         "deploy-hook",
         parents=[_common()],
@@ -194,21 +207,47 @@ def deploy_command(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     config_dir = args.config_dir or DEFAULT_CONFIG_DIR
     dirs = _lineage_dirs(config_dir, args.all, args.cert_name or [])
-    bar = ProgressBar(sys.stderr)
     pipeline = Pipeline(config_dir, _given(args))
-    imported = pipeline.import_lineages(dirs, bar.update)
+    if args.dry_run:
+        imported, reloads, running = pipeline.preview(dirs)
+        result = _report(True, dirs, imported, reloads, running)
+        sys.stdout.write(report.render_json(result) if args.json else report.render_text(result))
+        return result.exit_code()
+    bar = ProgressBar(sys.stderr)
+    imported = pipeline.import_lineages(dirs, bar.update, require_running=args.require_running)
     bar.clear()
-    for lineage_dir, error in imported.failed:
-        print(f"certbot-mailstack: error: {os.path.basename(lineage_dir)}: {error}", file=sys.stderr)
+    if not args.json:
+        for lineage_dir, error in imported.failed:
+            print(f"certbot-mailstack: error: {os.path.basename(lineage_dir)}: {error}", file=sys.stderr)
     if imported.deployed:
         hook.install_hooks(config_dir)
     pipeline.reload_pending(imported.outcome)
-    reloaded = ", ".join(dict.fromkeys(imported.outcome.reloaded)) or "nothing"
+    reloaded = list(dict.fromkeys(imported.outcome.reloaded))
+    if args.json:
+        running = {daemon.service: daemon.is_running() for daemon in pipeline.daemons(pipeline.settings())}
+        result = _report(False, dirs, imported, reloaded, running)
+        sys.stdout.write(report.render_json(result))
+        return result.exit_code()
     print(
         f"certbot-mailstack: deployed {len(imported.deployed)} of {len(dirs)} lineage(s), "
-        f"{imported.names} name(s); {len(imported.failed)} failed; reloaded: {reloaded}"
+        f"{imported.names} name(s); {len(imported.failed)} failed; "
+        f"reloaded: {', '.join(reloaded) or 'nothing'}"
     )
     return EXIT_PROBLEM if imported.failed else EXIT_OK
+
+
+def _report(
+    dry_run: bool, dirs: List[str], imported: Imported, reloads: List[str], running: Dict[str, bool]
+) -> report.Report:
+    outcome = imported.outcome
+    return report.Report(
+        dry_run=dry_run,
+        lineages=report.lineage_results(dirs, imported.lineages, imported.before, imported.failed),
+        unmapped=outcome.unmapped,
+        daemons=[report.DaemonResult(s, up, s in reloads) for s, up in running.items()],
+        warnings=outcome.warnings,
+        changed=bool(reloads or outcome.changed or outcome.unmapped),
+    )
 
 
 class ProgressBar:

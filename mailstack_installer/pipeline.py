@@ -52,6 +52,7 @@ class Outcome:
     changed: List[str] = field(default_factory=list)  # "postfix", "dovecot"
     warnings: List[str] = field(default_factory=list)
     reloaded: List[str] = field(default_factory=list)
+    unmapped: List[str] = field(default_factory=list)  # ids of lineages whose files are gone
 
 
 @dataclass
@@ -62,6 +63,9 @@ class Imported:
     names: int = 0
     failed: List[Tuple[str, str]] = field(default_factory=list)
     outcome: Outcome = field(default_factory=Outcome)
+    #: The plan before, and each lineage deployed by id (report.action_of tells what changed).
+    before: Plan = field(default_factory=Plan)
+    lineages: Dict[str, Lineage] = field(default_factory=dict)
 
 
 #: Called as a bulk import goes: (phase, done, total).
@@ -157,35 +161,28 @@ class Pipeline:
     #: Lineages applied at once by a bulk import: each batch is one candidate, validation and swap.
     IMPORT_BATCH = 1000
 
-    def import_lineages(self, lineage_dirs: Sequence[str], progress: Optional[Progress] = None) -> Imported:
+    def import_lineages(
+        self,
+        lineage_dirs: Sequence[str],
+        progress: Optional[Progress] = None,
+        require_running: bool = False,
+    ) -> Imported:
         """Map every DNS name of each lineage (certbot's ``live/<name>``): the bulk import.
 
         A lineage whose files fail the checks, or that a batch cannot take, is reported and
         skipped; the others go on. Nothing is reloaded: call reload_pending() once at the end. A
         daemon that fails (ServiceError) stops the import and puts back the configuration it began
-        with.
+        with. ``require_running``: refuse (ServiceError, nothing changed) while a daemon is stopped.
         """
         result = Imported()
         report = progress or (lambda phase, done, total: None)
         with self._run():
             state = self.store.load()
             options, settings = self._resolved(state)
-            pairs: List[Tuple[Request, CheckedFiles]] = []
-            incoming: List[Lineage] = []
-            for done, lineage_dir in enumerate(lineage_dirs, 1):
-                files = CertFiles(
-                    os.path.join(lineage_dir, "privkey.pem"), os.path.join(lineage_dir, "fullchain.pem")
-                )
-                try:
-                    checked = check_files(files)
-                    if not checked.dns_names:
-                        raise InputError(f"{files.fullchain} names no DNS name to map")
-                    request = Request(checked.files, checked.dns_names)
-                    incoming.append(self._lineage(request, checked, None))  # refuses bad names
-                    pairs.append((request, checked))
-                except MailstackError as exc:
-                    result.failed.append((lineage_dir, str(exc)))
-                report("checking", done, len(lineage_dirs))
+            if require_running:
+                self._check_running(settings)
+            result.before = state.plan
+            pairs, incoming = self._check_dirs(state.plan, lineage_dirs, result.failed, report)
             goal = state.plan.with_lineages(incoming)  # what the daemons are sized for (Change.goal)
             for start in range(0, len(pairs), self.IMPORT_BATCH):
                 batch = pairs[start : start + self.IMPORT_BATCH]
@@ -208,9 +205,71 @@ class Pipeline:
                 report("deploying", min(start + len(batch), len(pairs)), len(pairs))
             failed = {os.path.normpath(d) for d, _ in result.failed}
             result.deployed = [r.files.lineage_id for r, _ in pairs if r.files.lineage_id not in failed]
+            result.lineages = {lin.id: lin for lin in incoming if lin.id not in failed}
             mapped = [state.plan.lineages[lid] for lid in result.deployed if lid in state.plan.lineages]
             result.names = len({name for lineage in mapped for name in lineage.names})  # dual: once
         return result
+
+    def preview(self, lineage_dirs: Sequence[str]) -> Tuple[Imported, List[str], Dict[str, bool]]:
+        """What import_lineages() would do, changing nothing (a dry run): the import as it would
+        report it, the services that would reload, and whether each configured daemon runs.
+
+        It takes no lock and writes nothing, not even the state directory of a host that never had
+        a deployment; which daemons reload is judged from the plan (any lineage added, changed or
+        unmapped reloads both), not from the rendered files."""
+        result = Imported()
+        state = self.store.load()
+        options, settings = self._resolved(state)
+        self.check_installed(settings)
+        result.before = state.plan
+        _pairs, incoming = self._check_dirs(state.plan, lineage_dirs, result.failed, None)
+        plan = _typed(state.plan, incoming).with_lineages(incoming)
+        ids = {lineage.id for lineage in incoming}
+        result.outcome.unmapped = sorted(gone_lineages(plan, ids))
+        plan = plan.without(result.outcome.unmapped)
+        changed, dropped = plan.lineages.changes_from(state.plan.lineages)
+        result.deployed = sorted(ids)
+        result.lineages = {lin.id: lin for lin in incoming}
+        daemons = self.daemons(settings)
+        reloads = set(state.pending_reload)
+        if changed or dropped or options != state.options:
+            reloads |= {daemon.service for daemon in daemons}
+        running = {daemon.service: daemon.is_running() for daemon in daemons}
+        return result, [service for service in settings.services if service in reloads], running
+
+    def _check_running(self, settings: Settings) -> None:
+        stopped = [daemon.service for daemon in self.daemons(settings) if not daemon.is_running()]
+        if stopped:
+            raise ServiceError(f"{' and '.join(stopped)} not running: nothing changed")
+
+    def _check_dirs(
+        self,
+        before: Plan,
+        lineage_dirs: Sequence[str],
+        failed: List[Tuple[str, str]],
+        progress: Optional[Progress],
+    ) -> Tuple[List[Tuple[Request, CheckedFiles]], List[Lineage]]:
+        """Each lineage dir's files checked, as a request and the lineage it makes over ``before``;
+        (lineage dir, error) appended to ``failed`` for those that fail."""
+        pairs: List[Tuple[Request, CheckedFiles]] = []
+        incoming: List[Lineage] = []
+        for done, lineage_dir in enumerate(lineage_dirs, 1):
+            files = CertFiles(
+                os.path.join(lineage_dir, "privkey.pem"), os.path.join(lineage_dir, "fullchain.pem")
+            )
+            try:
+                checked = check_files(files)
+                if not checked.dns_names:
+                    raise InputError(f"{files.fullchain} names no DNS name to map")
+                request = Request(checked.files, checked.dns_names)
+                known = before.lineages.get(checked.files.lineage_id)
+                incoming.append(self._lineage(request, checked, known))  # refuses bad names
+                pairs.append((request, checked))
+            except MailstackError as exc:
+                failed.append((lineage_dir, str(exc)))
+            if progress is not None:
+                progress("checking", done, len(lineage_dirs))
+        return pairs, incoming
 
     def refresh(self, lineage_dir: str) -> Optional[Outcome]:
         """Redeploy one lineage after renewal; None if this package does not manage it."""
@@ -427,6 +486,7 @@ class Pipeline:
         gone = [plan.lineages[lid] for lid in sorted(missing)]
         for lin in gone:
             self._warn(outcome, f"unmapped {', '.join(lin.names)}: {lin.files.fullchain} no longer exists")
+            outcome.unmapped.append(lin.id)
         return plan.without(lin.id for lin in gone) if gone else plan
 
     def _apply(
