@@ -11,8 +11,8 @@ bash tests/hosts/make-roots.sh >/tmp/mailstack-make-roots.log 2>&1 &
 roots=$!
 { bash scripts/build-deb.sh bookworm && bash scripts/build-deb.sh trixie; } >/tmp/mailstack-build-deb.log 2>&1 &
 debs=$!
-.venv/bin/ruff check mailstack_installer tests scripts
-.venv/bin/ruff format --check mailstack_installer
+.venv/bin/ruff check mailstack_installer tests scripts ansible
+.venv/bin/ruff format --check mailstack_installer ansible
 .venv/bin/mypy mailstack_installer
 # The sdist and wheel as shipped: contents, a clean install, plugin discovery (scripts/check-build.sh).
 bash scripts/check-build.sh
