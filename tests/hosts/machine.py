@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 BOOT_TIMEOUT = 90.0
 
@@ -42,11 +42,28 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def _container_init(nspawn: int) -> int:
+    """The container's PID 1 (pid 1 in its own PID namespace) among nspawn's children and theirs, or 0.
+    Not just nspawn's first child: for a few milliseconds, longer on a busy machine, that is nspawn's
+    helper, whose child init is; a host taken for the helper never boots and is never killed."""
+    for pid in [p for child in _children(nspawn) for p in (child, *_children(child))]:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if len(nspid) > 1 and nspid[-1] == "1":
+            return pid
+    return 0
+
+
 class Machine:
     """One booted copy of ``base`` (a root directory); ``init`` is "systemd" or "openrc"."""
 
-    def __init__(self, base: Path, workdir: Path, init: str, name: str) -> None:
+    def __init__(self, base: Path, workdir: Path, init: str, name: str, bridge: Optional[str] = None) -> None:
         self.base = base
+        #: A Linux bridge to join (the fleet suite's private network), else a network of its own.
+        self.bridge = bridge
         self.root = workdir / "root"
         self.init = init
         self.name = name
@@ -57,25 +74,33 @@ class Machine:
     # -- life cycle ---------------------------------------------------------------------------
 
     def copy(self) -> None:
+        """The root copied, with SSH host keys of its own (make-root.sh leaves none to share)."""
         subprocess.run(["cp", "-a", "--reflink=auto", str(self.base), str(self.root)], check=True)
+        subprocess.run(["chroot", str(self.root), "ssh-keygen", "-A"], check=True, capture_output=True)
 
     def boot(self) -> None:
         with open(self.log_path, "ab") as log:
             self._nspawn = subprocess.Popen(
                 ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-D", str(self.root),
-                 "-M", self.name, "--private-network", "-b"],
+                 "-M", self.name, *self._network(), "-b"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + BOOT_TIMEOUT
         while time.monotonic() < deadline:
             if self._nspawn.poll() is not None:
                 raise RuntimeError(f"{self.name} did not boot:\n{self.console_tail()}")
-            children = _children(self._nspawn.pid)
-            if children:
-                self.pid1 = children[0]
+            self.pid1 = _container_init(self._nspawn.pid)
+            if self.pid1:
                 break
             time.sleep(0.1)
         self.wait_booted(deadline)
+
+    def _network(self) -> List[str]:
+        return [f"--network-bridge={self.bridge}"] if self.bridge else ["--private-network"]
+
+    def address(self, cidr: str) -> None:
+        """Give the interface nspawn made on the bridge (host0) the IPv4 address ``cidr``."""
+        self.run(f"ip addr add {cidr} dev host0 && ip link set host0 up")
 
     def wait_booted(self, deadline: float) -> None:
         """Until init has started the runlevel's services (both daemons answer on loopback)."""
@@ -99,9 +124,10 @@ class Machine:
         proc, self._nspawn = self._nspawn, None
         if proc is None:
             return
-        if self.pid1:
+        pid1 = self.pid1 or _container_init(proc.pid)  # a boot that failed early had not seen it
+        if pid1:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid1, signal.SIGKILL)
+                os.kill(pid1, signal.SIGKILL)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

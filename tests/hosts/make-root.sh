@@ -2,7 +2,8 @@
 # Build a Debian root for a booted test host: make-root.sh RELEASE INIT ROOT
 #   RELEASE  bookworm | trixie
 #   INIT     systemd | openrc
-# The root has the distribution's own postfix, dovecot-imapd, dovecot-pop3d, certbot and pebble on
+# The root has the distribution's own postfix, dovecot-imapd, dovecot-pop3d, certbot, pebble,
+# openssh-server and ansible-core (for the fleet suite) on
 # their standard paths, submission (587) and smtps (465) enabled as an admin would, and autopkgtest
 # with what it needs for a source tree (dpkg-dev, make, patch), to run debian/tests on the booted
 # host. The plugin is not in the root: each test installs the .deb that scripts/build-deb.sh built.
@@ -34,7 +35,8 @@ postfix postfix/mailname string mailhost.example.test
 SEL
 in_root "$root.tmp" apt-get install -y -q --no-install-recommends "${init_packages[@]}" \
     postfix dovecot-imapd dovecot-pop3d certbot pebble openssl ca-certificates \
-    iproute2 procps autopkgtest dpkg-dev make patch >"$root.apt.log" 2>&1 || { tail -n 30 "$root.apt.log" >&2; exit 1; }
+    iproute2 procps autopkgtest dpkg-dev make patch \
+    openssh-server openssh-client ansible-core >"$root.apt.log" 2>&1 || { tail -n 30 "$root.apt.log" >&2; exit 1; }
 in_root "$root.tmp" update-ca-certificates >/dev/null 2>&1 || true
 rm -f "$root.tmp/usr/sbin/policy-rc.d"
 in_root "$root.tmp" apt-get clean
@@ -50,6 +52,8 @@ if [ "$init" = systemd ]; then
     in_root "$root.tmp" systemctl mask systemd-networkd-wait-online.service systemd-resolved.service \
         getty@tty1.service console-getty.service >/dev/null 2>&1 || true
 fi
+# The fleet suite (tests/hosts/fleet.py) gives each booted copy its own SSH host keys.
+rm -f "$root.tmp"/etc/ssh/ssh_host_*
 # Which recipe made this root: make-roots.sh rebuilds a root made by another.
 recipe "$here" >"$root.tmp/etc/mailstack-test-root"
 rm -rf "$root"

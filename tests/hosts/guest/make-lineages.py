@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Inside a test host: COUNT lineages under DIR/live/dN, as certbot lays them out, with names
-dN.bulk.test and mail.dN.bulk.test: a P-256 key and a leaf signed by one throwaway CA each.
+dN.bulk.test and mail.dN.bulk.test: a P-256 key and a leaf signed by one throwaway CA each (the CA
+in DIR/bulk-ca-FIRST.pem).
 Python's cryptography (a dependency of Debian's certbot) makes thousands a minute; openssl forks don't.
 
     make-lineages.py COUNT DIR [FIRST]
@@ -37,6 +38,9 @@ def main() -> None:
         .sign(ca_key, hashes.SHA256())
     )
     ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"bulk-ca-{first}.pem"), "wb") as handle:  # for verify --ca-file
+        handle.write(ca_pem)
     for index in range(first, first + count):
         key = ec.generate_private_key(ec.SECP256R1())
         names = [f"d{index}.bulk.test", f"mail.d{index}.bulk.test"]
