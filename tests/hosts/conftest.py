@@ -14,14 +14,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator
+from typing import Dict, Iterator
 
 import pytest
 
 from tests.hosts.machine import Machine
-
-if TYPE_CHECKING:
-    from tests.hosts.fleet import Fleet
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS_DIR = Path(os.environ.get("MAILSTACK_HOSTS_DIR", "/var/tmp/mailstack-hosts"))
@@ -135,13 +132,3 @@ def machine(bare_machine: Machine) -> Machine:
     """A booted host with the package installed by apt."""
     install_package(bare_machine)
     return bare_machine
-
-
-@pytest.fixture(scope="module")
-def fleet(prepared_roots: PreparedRoots, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """An issuer and three mail nodes on a private network with SSH (tests/hosts/fleet.py), booted
-    once per module and torn down after it, whatever happened."""
-    from tests.hosts.fleet import Fleet  # fleet.py imports this module
-
-    with Fleet(prepared_roots, tmp_path_factory.mktemp("fleet")) as hosts:
-        yield hosts

@@ -18,6 +18,8 @@ from tests.hosts.fleet import Fleet
 from tests.hosts.fleetplay import FleetPlay, PlayResult
 from tests.hosts.machine import Machine
 
+pytestmark = pytest.mark.hosts
+
 LINEAGES = ["shop1.test", "shop2.test", "shop3.test"]
 
 
@@ -53,7 +55,23 @@ def assert_recap(result: PlayResult, changed: Dict[str, int]) -> None:
     assert result.returncode == 0, result.output[-4000:]
     got = {host: counts["changed"] for host, counts in result.recap.items()}
     assert got == changed, result.output[-4000:]
-    assert all(c["failed"] == 0 and c["ok"] == 2 for c in result.recap.values()), result.output[-4000:]
+    # deployed, then verified (skipped where nothing changed: nothing to verify)
+    verified = {
+        host: (c["ok"], c["skipped"]) == ((2, 0) if changed[host] else (1, 1))
+        for host, c in result.recap.items()
+    }
+    assert all(c["failed"] == 0 for c in result.recap.values()) and all(verified.values()), result.output[
+        -4000:
+    ]
+
+
+def test_the_issuer_reaches_every_node_over_ssh_and_each_has_its_own_host_key(fleet: FleetPlay) -> None:
+    for node in fleet.nodes:
+        fqdn = fleet.fleet.member(node).fqdn
+        # BatchMode: a host key or password prompt fails instead of waiting.
+        assert fleet.sh(f"ssh -o BatchMode=yes root@{fqdn} hostname").stdout.strip() == fqdn
+    keys = {m.path("/etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1] for m in fleet.fleet.machines}
+    assert len(keys) == len(fleet.fleet.machines)
 
 
 def test_the_playbook_serves_every_name_on_every_node_and_port(fleet: FleetPlay) -> None:
