@@ -57,15 +57,19 @@ class Outcome:
 
 @dataclass
 class Imported:
-    """What a bulk import did: lineage ids deployed, their names, and (lineage dir, error) failures."""
+    """What a bulk import did: the lineages deployed, their names, and (lineage dir, error) failures."""
 
-    deployed: List[str] = field(default_factory=list)
     names: int = 0
     failed: List[Tuple[str, str]] = field(default_factory=list)
     outcome: Outcome = field(default_factory=Outcome)
     #: The plan before, and each lineage deployed by id (report.action_of tells what changed).
     before: Plan = field(default_factory=Plan)
     lineages: Dict[str, Lineage] = field(default_factory=dict)
+
+    @property
+    def deployed(self) -> List[str]:
+        """The ids of the lineages deployed, in the order given."""
+        return list(self.lineages)
 
 
 #: Called as a bulk import goes: (phase, done, total).
@@ -204,7 +208,6 @@ class Pipeline:
                             result.failed.append((os.path.dirname(pair[0].files.fullchain), str(exc)))
                 report("deploying", min(start + len(batch), len(pairs)), len(pairs))
             failed = {os.path.normpath(d) for d, _ in result.failed}
-            result.deployed = [r.files.lineage_id for r, _ in pairs if r.files.lineage_id not in failed]
             result.lineages = {lin.id: lin for lin in incoming if lin.id not in failed}
             mapped = [state.plan.lineages[lid] for lid in result.deployed if lid in state.plan.lineages]
             result.names = len({name for lineage in mapped for name in lineage.names})  # dual: once
@@ -228,7 +231,6 @@ class Pipeline:
         result.outcome.unmapped = sorted(gone_lineages(plan, ids))
         plan = plan.without(result.outcome.unmapped)
         changed, dropped = plan.lineages.changes_from(state.plan.lineages)
-        result.deployed = sorted(ids)
         result.lineages = {lin.id: lin for lin in incoming}
         daemons = self.daemons(settings)
         reloads = set(state.pending_reload)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from .model import Lineage, Plan
+from .model import Lineage, Plan, lineage_id_of
 
 SCHEMA_VERSION = 1
 
@@ -75,16 +75,21 @@ def lineage_results(
 ) -> List[LineageResult]:
     """One result per lineage dir, in the order given: ``actions`` maps a lineage id to the lineage
     deployed from it, ``failed`` holds (lineage dir, error)."""
-    errors = {os.path.normpath(path): error for path, error in failed}
+    errors = {_lineage_id(path): error for path, error in failed}
     results = []
     for path in dirs:
-        error = errors.get(os.path.normpath(path))
-        lineage = actions.get(os.path.normpath(os.path.abspath(path)))
+        error = errors.get(_lineage_id(path))
+        lineage = actions.get(_lineage_id(path))
         if error is not None or lineage is None:
             results.append(LineageResult(path, FAILED, error=error or "not deployed"))
         else:
             results.append(LineageResult(path, action_of(before, lineage), lineage.names))
     return results
+
+
+def _lineage_id(lineage_dir: str) -> str:
+    """The id the pipeline gives the lineage in ``lineage_dir`` (a trailing slash aside)."""
+    return lineage_id_of(os.path.join(lineage_dir, "fullchain.pem"))
 
 
 def render_json(report: Report) -> str:

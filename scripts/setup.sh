@@ -12,7 +12,7 @@ fi
 
 packages=(postfix postfix-lmdb postfix-cdb dovecot-core dovecot-imapd dovecot-pop3d pebble
           certbot python3-certbot python3-pytest openssl ca-certificates
-          systemd-container debootstrap man-db)
+          systemd-container debootstrap man-db iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

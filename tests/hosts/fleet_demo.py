@@ -132,8 +132,7 @@ def main() -> int:
                             str(log)[-2000:])  # fmt: skip
 
             node2 = play.nodes[1]
-            stop = "systemctl stop dovecot" if node2.init == "systemd" else "rc-service dovecot stop"
-            node2.run(stop)
+            play.dovecot(node2, "stop")
             before = [play.node_files(node) for node in play.nodes]
             log = step("Dovecot stopped on node2; certbot renew of shop3.test",
                        lambda: play.renew("shop3.test"))  # fmt: skip
@@ -145,7 +144,7 @@ def main() -> int:
             tally.check(
                 play.node_files(play.nodes[2]) == before[2], "the play stopped: node3 was not touched"
             )
-            node2.run(stop.replace("stop", "start"))
+            play.dovecot(node2, "start")
             again = step("Dovecot started again; the playbook brings every node up to date", play.play)
             print(f"   {recap_line(again)}")
             tally.check(again.returncode == 0, "every node deployed and verified", again.output[-2000:])

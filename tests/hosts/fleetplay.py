@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 from tests.hosts.conftest import GUEST, REPO
-from tests.hosts.fleet import Fleet
+from tests.hosts.fleet import INVENTORY, Fleet
 from tests.hosts.machine import Machine, Result
 from tests.hosts.mailhost import ACME
 
 #: Where the scenario keeps its files on the issuer (the inventory is the fleet's).
 HOME = "/root/fleet"
-INVENTORY = f"{HOME}/inventory.ini"
 VARS = f"{HOME}/vars.yml"
 HOOK_LOG = "/var/log/mailstack-fleet.log"
 #: The roots verify trusts on each node: Pebble's, and those of bulk lineages.
@@ -80,9 +79,7 @@ class FleetPlay:
 
     def hosts(self) -> List[str]:
         """The mail nodes' names in the inventory, in order."""
-        text = self.issuer.path(INVENTORY).read_text()
-        group = text.split("[mailnodes]", 1)[1].split("\n[", 1)[0]
-        return [line.split()[0] for line in group.splitlines() if line.strip() and not line.startswith("#")]
+        return [self.fleet.member(node).fqdn for node in self.nodes]
 
     def prepare(self, debs: Dict[str, Path]) -> None:
         """Pebble on the issuer; the collection built and installed there with ansible-galaxy; each
@@ -149,6 +146,10 @@ class FleetPlay:
         self.sh(f"certbot renew -q --force-renewal --no-random-sleep-on-renew --cert-name {lineage}",
                 check=False)  # fmt: skip
         return self.issuer.path(HOOK_LOG).read_text()[before:]
+
+    def dovecot(self, node: Machine, action: str) -> None:
+        """Stop or start Dovecot on ``node`` as its init system does."""
+        node.run(f"systemctl {action} dovecot" if node.init == "systemd" else f"rc-service dovecot {action}")
 
     # -- judging ------------------------------------------------------------------------------
 

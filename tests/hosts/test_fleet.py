@@ -106,8 +106,7 @@ def test_a_node_whose_dovecot_is_stopped_fails_alone_and_the_play_stops(fleet: F
     node1, node2, node3 = fleet.nodes
     old_leaf = fleet.issued_leaf("shop3.test")
     before = [fleet.node_files(node) for node in fleet.nodes]
-    stop = "systemctl stop dovecot" if node2.init == "systemd" else "rc-service dovecot stop"
-    node2.run(stop)
+    fleet.dovecot(node2, "stop")
 
     log = fleet.renew("shop3.test")
     new_leaf = fleet.issued_leaf("shop3.test")
@@ -122,7 +121,7 @@ def test_a_node_whose_dovecot_is_stopped_fails_alone_and_the_play_stops(fleet: F
     assert postfix.replace(":", "").lower() == old_leaf
 
     # Dovecot back: the next run brings every node to the renewed certificate.
-    node2.run(stop.replace("stop", "start"))
+    fleet.dovecot(node2, "start")
     result = fleet.play()
     assert result.returncode == 0, result.output[-4000:]
     for node in fleet.nodes:

@@ -158,6 +158,10 @@ def mailstack(module, args):
     return rc, doc, error
 
 
+def cert_names(names):
+    return [arg for name in names for arg in ("--cert-name", name)]
+
+
 def failure_message(rc, doc, error):
     if doc is not None and doc.get("summary", {}).get("failed"):
         failed = [
@@ -194,18 +198,15 @@ def main():
     except (ValueError, OSError) as exc:
         module.fail_json(msg=str(exc), files_changed=[])
     files_changed = [name for name, writes in pending if writes]
-    args = ["deploy", "--json", "--config-dir", params["config_dir"]]
+    base = ["deploy", "--json", "--config-dir", params["config_dir"]]
     for option, value in sorted(params["options"].items()):
-        args += [f"--{option}", str(value)]
-    for lineage in params["lineages"]:
-        args += ["--cert-name", lineage["name"]]
+        base += [f"--{option}", str(value)]
     if module.check_mode:
         on_node = [lin["name"] for lin in params["lineages"]
                    if os.path.isdir(lineage_dir(params["config_dir"], lin["name"]))]  # fmt: skip
-        present = [arg for name in on_node for arg in ("--cert-name", name)]
         doc = None
-        if present:
-            rc, doc, error = mailstack(module, [*args[: args.index("--cert-name")], "--dry-run", *present])
+        if on_node:
+            rc, doc, error = mailstack(module, [*base, "--dry-run", *cert_names(on_node)])
             if rc == 2:
                 module.fail_json(msg=error, files_changed=files_changed)
             stopped = [d["service"] for d in doc["daemons"] if not d["running"]] if doc else []
@@ -220,6 +221,7 @@ def main():
     except OSError as exc:
         files.put_back()
         module.fail_json(msg=f"cannot write {exc.filename}: {exc.strerror}", files_changed=[])
+    args = [*base, *cert_names(lin["name"] for lin in params["lineages"])]
     if params["require_running"]:
         args.append("--require-running")
     rc, doc, error = mailstack(module, args)
